@@ -1,0 +1,119 @@
+/**
+ * A small ONNX graph builder: name values, add nodes, serialise a ModelProto. Weights are graph
+ * inputs rather than initializers, so one graph serves every layer of a kind and per-request
+ * compact weights (core neurons) feed the same session (see machine-facts.md: inputs are not
+ * copied by onnxruntime-node and run at nearly the speed of pre-packed initializers).
+ */
+import { AttributeType, DataType, ModelProto, type ElemType } from './onnx-proto.js';
+
+/** A dimension: a fixed size or a symbolic name such as 'seq'. */
+export type Dim = number | string;
+
+/** Wraps a FLOAT attribute; a bare number is an INT attribute. */
+export class FloatAttr {
+  constructor(readonly value: number) {}
+}
+export const float = (value: number): FloatAttr => new FloatAttr(value);
+export type AttributeValue = number | number[] | string | FloatAttr;
+export type Attributes = Record<string, AttributeValue>;
+
+interface NodeSpec {
+  opType: string;
+  input: string[];
+  output: string[];
+  attribute: object[];
+  domain: string;
+}
+
+const OPSET = 18;
+
+function attribute(name: string, value: AttributeValue): object {
+  if (value instanceof FloatAttr) return { name, type: AttributeType.FLOAT, f: value.value };
+  if (typeof value === 'string') return { name, type: AttributeType.STRING, s: Buffer.from(value) };
+  if (Array.isArray(value)) return { name, type: AttributeType.INTS, ints: value };
+  return { name, type: AttributeType.INT, i: value };
+}
+
+function valueInfo(name: string, elemType: ElemType, shape: Dim[]): object {
+  return {
+    name,
+    type: {
+      tensorType: {
+        elemType: DataType[elemType],
+        shape: { dim: shape.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) },
+      },
+    },
+  };
+}
+
+export class GraphBuilder {
+  private readonly nodes: NodeSpec[] = [];
+  private readonly inputs: object[] = [];
+  private readonly outputs: object[] = [];
+  private readonly initializers: object[] = [];
+  private counter = 0;
+
+  constructor(private readonly name: string) {}
+
+  input(name: string, shape: Dim[], elemType: ElemType = 'float'): string {
+    this.inputs.push(valueInfo(name, elemType, shape));
+    return name;
+  }
+
+  /** Declares `value` a graph output, renaming it through Identity when the name differs. */
+  output(name: string, value: string, shape: Dim[], elemType: ElemType = 'float'): void {
+    if (value !== name) this.node('Identity', [value], {}, [name]);
+    this.outputs.push(valueInfo(name, elemType, shape));
+  }
+
+  /** A small constant (shapes, axes, scalars) stored as an initializer. */
+  constInt64(values: number[], dims: number[] = [values.length]): string {
+    const name = `c${this.counter++}`;
+    const raw = Buffer.alloc(values.length * 8);
+    values.forEach((v, i) => raw.writeBigInt64LE(BigInt(v), i * 8));
+    this.initializers.push({ name, dims, dataType: DataType.int64, rawData: raw });
+    return name;
+  }
+
+  constFloat(values: number[], dims: number[] = []): string {
+    const name = `c${this.counter++}`;
+    const raw = Buffer.from(new Float32Array(values).buffer);
+    this.initializers.push({ name, dims, dataType: DataType.float, rawData: raw });
+    return name;
+  }
+
+  /** Adds a node; returns its output names (fresh ones unless given). */
+  node(
+    opType: string,
+    input: string[],
+    attrs: Attributes = {},
+    output: string[] | number = 1,
+    domain = '',
+  ): string[] {
+    const outs = typeof output === 'number' ? Array.from({ length: output }, () => `v${this.counter++}`) : output;
+    const attribute_ = Object.entries(attrs).map(([k, v]) => attribute(k, v));
+    this.nodes.push({ opType, input, output: outs, attribute: attribute_, domain });
+    return outs;
+  }
+
+  /** Single-output node. */
+  op(opType: string, input: string[], attrs: Attributes = {}): string {
+    return this.node(opType, input, attrs)[0]!;
+  }
+
+  toBytes(): Uint8Array {
+    const model = ModelProto.create({
+      irVersion: 8,
+      producerName: 'corematching',
+      opsetImport: [{ domain: '', version: OPSET }],
+      graph: {
+        name: this.name,
+        node: this.nodes,
+        input: this.inputs,
+        output: this.outputs,
+        initializer: this.initializers,
+      },
+    });
+    return ModelProto.encode(model).finish();
+  }
+}

@@ -1,0 +1,66 @@
+/**
+ * Transformer building blocks on top of GraphBuilder. Hidden states are 2-D [seq, hidden]
+ * (batch 1), so every projection is one Gemm with the Hugging Face [out, in] weight and transB.
+ */
+import type { Activation } from '../io/model-config.js';
+import { float, type GraphBuilder } from './builder.js';
+
+/** x @ w^T + b, with w in Hugging Face's [out, in] layout. */
+export function linear(g: GraphBuilder, x: string, w: string, b?: string): string {
+  return g.op('Gemm', b === undefined ? [x, w] : [x, w, b], { transB: 1 });
+}
+
+/** LLaMA RMSNorm: x / sqrt(mean(x^2) + eps) * w, in fp32 as transformers computes it. */
+export function rmsNorm(g: GraphBuilder, x: string, w: string, eps: number): string {
+  const meanSquare = g.op('ReduceMean', [g.op('Mul', [x, x]), g.constInt64([-1])], { keepdims: 1 });
+  const inv = g.op('Reciprocal', [g.op('Sqrt', [g.op('Add', [meanSquare, g.constFloat([eps])])])]);
+  return g.op('Mul', [g.op('Mul', [x, inv]), w]);
+}
+
+export function layerNorm(g: GraphBuilder, x: string, w: string, b: string, eps: number): string {
+  return g.op('LayerNormalization', [x, w, b], { axis: -1, epsilon: float(eps) });
+}
+
+/** transformers' ACT2FN, composed from ONNX primitives (ORT fuses the GELU patterns). */
+export function activation(g: GraphBuilder, x: string, act: Activation): string {
+  const half = () => g.constFloat([0.5]);
+  const one = () => g.constFloat([1]);
+  switch (act) {
+    case 'silu':
+      return g.op('Mul', [x, g.op('Sigmoid', [x])]);
+    case 'relu':
+      return g.op('Relu', [x]);
+    case 'quick_gelu':
+      return g.op('Mul', [x, g.op('Sigmoid', [g.op('Mul', [x, g.constFloat([1.702])])])]);
+    case 'gelu': {
+      const erf = g.op('Erf', [g.op('Mul', [x, g.constFloat([Math.SQRT1_2])])]);
+      return g.op('Mul', [g.op('Mul', [x, half()]), g.op('Add', [erf, one()])]);
+    }
+    case 'gelu_pytorch_tanh':
+    case 'gelu_new': {
+      const cube = g.op('Mul', [g.op('Mul', [x, x]), x]);
+      const inner = g.op('Add', [x, g.op('Mul', [cube, g.constFloat([0.044715])])]);
+      const tanh = g.op('Tanh', [g.op('Mul', [inner, g.constFloat([Math.sqrt(2 / Math.PI)])])]);
+      return g.op('Mul', [g.op('Mul', [x, half()]), g.op('Add', [tanh, one()])]);
+    }
+  }
+}
+
+/** [seq, heads * headDim] -> [heads, seq, headDim]. */
+export function splitHeads(g: GraphBuilder, x: string, heads: number, headDim: number): string {
+  const r = g.op('Reshape', [x, g.constInt64([-1, heads, headDim])]);
+  return g.op('Transpose', [r], { perm: [1, 0, 2] });
+}
+
+/** [heads, seq, headDim] -> [seq, heads * headDim]. */
+export function mergeHeads(g: GraphBuilder, x: string, heads: number, headDim: number): string {
+  const t = g.op('Transpose', [x], { perm: [1, 0, 2] });
+  return g.op('Reshape', [t, g.constInt64([-1, heads * headDim])]);
+}
+
+/** Rotary embedding in transformers' rotate_half form; cos/sin are [seq, headDim]. */
+export function rotary(g: GraphBuilder, x: string, cos: string, sin: string): string {
+  const [x1, x2] = g.node('Split', [x], { axis: -1, num_outputs: 2 }, 2) as [string, string];
+  const rotated = g.op('Concat', [g.op('Neg', [x2]), x1], { axis: -1 });
+  return g.op('Add', [g.op('Mul', [x, cos]), g.op('Mul', [rotated, sin])]);
+}

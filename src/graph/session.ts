@@ -1,0 +1,48 @@
+/**
+ * The ONNX Runtime boundary: creates CPU sessions from in-memory graphs and runs them with
+ * Float32Array feeds. Everything numeric the engine does on ORT goes through here.
+ */
+import ort from 'onnxruntime-node';
+
+export type Feeds = Record<string, ort.Tensor>;
+
+export interface RuntimeOptions {
+  /** Intra-op threads per session (default: all cores ORT sees). */
+  threads?: number;
+}
+
+export function tensor(data: Float32Array, dims: readonly number[]): ort.Tensor {
+  return new ort.Tensor('float32', data, dims as number[]);
+}
+
+export class GraphSession {
+  private constructor(private readonly session: ort.InferenceSession) {}
+
+  static async create(model: Uint8Array, options: RuntimeOptions = {}): Promise<GraphSession> {
+    const session = await ort.InferenceSession.create(model, {
+      executionProviders: ['cpu'],
+      graphOptimizationLevel: 'all',
+      executionMode: 'sequential',
+      interOpNumThreads: 1,
+      ...(options.threads === undefined ? {} : { intraOpNumThreads: options.threads }),
+      // Several sessions share the cores; spinning idle pools would steal them from the busy one.
+      extra: { session: { intra_op: { allow_spinning: '0' } } },
+    });
+    return new GraphSession(session);
+  }
+
+  async run(feeds: Feeds, outputs?: string[]): Promise<Record<string, ort.Tensor>> {
+    const result = outputs === undefined ? await this.session.run(feeds) : await this.session.run(feeds, outputs);
+    return result as Record<string, ort.Tensor>;
+  }
+
+  /** Runs and returns the named outputs as Float32Arrays. */
+  async runFloat(feeds: Feeds, outputs: string[]): Promise<Float32Array[]> {
+    const result = await this.run(feeds, outputs);
+    return outputs.map((name) => result[name]!.data as Float32Array);
+  }
+
+  async release(): Promise<void> {
+    await this.session.release();
+  }
+}

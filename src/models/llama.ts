@@ -1,0 +1,228 @@
+/**
+ * LLaMA / Mistral / Qwen2 decoder: RMSNorm, rotary GQA attention with a KV cache, SwiGLU FFN.
+ * One ONNX graph runs every layer (weights are inputs); TypeScript owns the loop, the cache and
+ * the embeddings, so a sparsity policy can read activations and drop tokens between layers.
+ */
+import type ort from 'onnxruntime-node';
+import { GraphBuilder } from '../graph/builder.js';
+import { activation, linear, mergeHeads, rmsNorm, rotary, splitHeads } from '../graph/ops.js';
+import { GraphSession, tensor, type Feeds, type RuntimeOptions } from '../graph/session.js';
+import type { TextConfig } from '../io/model-config.js';
+import type { KvCache } from './kv-cache.js';
+import { inverseFrequencies, ropeTables } from './rope.js';
+import { optionalWeight, weight, type WeightSource } from './weights.js';
+
+/** What a layer run may additionally return, for the sparsity hooks. */
+export interface LayerExtras {
+  /** act(gate(h)) * up(h), the FFN's down-projection input, [seq, intermediate]. */
+  ffnActivations?: boolean;
+  /** Softmax attention of the last query position, [heads, cachedLength]. */
+  lastAttention?: boolean;
+}
+
+/** Gate/up rows and down columns of the core neurons, used instead of the dense FFN. */
+export interface FfnWeights {
+  gate: ort.Tensor;
+  up: ort.Tensor;
+  down: ort.Tensor;
+  gateBias?: ort.Tensor;
+  upBias?: ort.Tensor;
+}
+
+export interface LayerResult {
+  hidden: Float32Array;
+  ffnActivations?: Float32Array;
+  lastAttention?: Float32Array;
+}
+
+type LayerWeights = Record<string, ort.Tensor>;
+
+function buildLayerGraph(c: TextConfig, extras: LayerExtras): Uint8Array {
+  const { hiddenSize: h, numAttentionHeads: nh, numKeyValueHeads: kvh, headDim: hd } = c;
+  const group = nh / kvh;
+  const g = new GraphBuilder('decoder_layer');
+  const x = g.input('x', ['seq', h]);
+  const cos = g.input('cos', ['seq', hd]);
+  const sin = g.input('sin', ['seq', hd]);
+  const mask = g.input('mask', ['seq', 'total']);
+  const pastK = g.input('past_k', [kvh, 'past', hd]);
+  const pastV = g.input('past_v', [kvh, 'past', hd]);
+  const w = (name: string, shape: (number | string)[]) => g.input(name, shape);
+  const bias = (name: string, size: number | string, present: boolean) => (present ? w(name, [size]) : undefined);
+
+  const xn = rmsNorm(g, x, w('input_norm', [h]), c.rmsNormEps);
+  const q = linear(g, xn, w('q_w', [nh * hd, h]), bias('q_b', nh * hd, c.qkvBias));
+  const k = linear(g, xn, w('k_w', [kvh * hd, h]), bias('k_b', kvh * hd, c.qkvBias));
+  const v = linear(g, xn, w('v_w', [kvh * hd, h]), bias('v_b', kvh * hd, c.qkvBias));
+  const qr = g.op('Mul', [rotary(g, splitHeads(g, q, nh, hd), cos, sin), g.constFloat([1 / Math.sqrt(hd)])]);
+  const keys = g.op('Concat', [pastK, rotary(g, splitHeads(g, k, kvh, hd), cos, sin)], { axis: 1 });
+  const values = g.op('Concat', [pastV, splitHeads(g, v, kvh, hd)], { axis: 1 });
+  g.output('present_k', keys, [kvh, 'total', hd]);
+  g.output('present_v', values, [kvh, 'total', hd]);
+
+  // Grouped-query attention: query head j*group + r reads kv head j, as transformers' repeat_kv.
+  const qGrouped = g.op('Reshape', [qr, g.constInt64([kvh, group, -1, hd])]);
+  const kT = g.op('Transpose', [g.op('Unsqueeze', [keys, g.constInt64([1])])], { perm: [0, 1, 3, 2] });
+  const scores = g.op('Add', [g.op('MatMul', [qGrouped, kT]), mask]);
+  const probs = g.op('Softmax', [scores], { axis: -1 });
+  const context = g.op('MatMul', [probs, g.op('Unsqueeze', [values, g.constInt64([1])])]);
+  const merged = mergeHeads(g, g.op('Reshape', [context, g.constInt64([nh, -1, hd])]), nh, hd);
+  const attnOut = linear(g, merged, w('o_w', [h, nh * hd]), bias('o_b', h, c.oBias));
+  const afterAttn = g.op('Add', [x, attnOut]);
+
+  const yn = rmsNorm(g, afterAttn, w('post_norm', [h]), c.rmsNormEps);
+  const gate = linear(g, yn, w('gate_w', ['ffn', h]), bias('gate_b', 'ffn', c.mlpBias));
+  const up = linear(g, yn, w('up_w', ['ffn', h]), bias('up_b', 'ffn', c.mlpBias));
+  const act = g.op('Mul', [activation(g, gate, c.hiddenAct), up]);
+  const down = linear(g, act, w('down_w', [h, 'ffn']), bias('down_b', h, c.mlpBias));
+  g.output('out', g.op('Add', [afterAttn, down]), ['seq', h]);
+
+  if (extras.ffnActivations) g.output('ffn_act', act, ['seq', 'ffn']);
+  if (extras.lastAttention) {
+    const lastRow = g.op('Gather', [probs, g.constInt64([-1], [])], { axis: 2 });
+    g.output('last_attn', g.op('Reshape', [lastRow, g.constInt64([nh, -1])]), [nh, 'total']);
+  }
+  return g.toBytes();
+}
+
+function buildHeadGraph(c: TextConfig): Uint8Array {
+  const g = new GraphBuilder('lm_head');
+  const x = g.input('x', ['rows', c.hiddenSize]);
+  const norm = rmsNorm(g, x, g.input('norm', [c.hiddenSize]), c.rmsNormEps);
+  g.output('logits', linear(g, norm, g.input('lm_w', [c.vocabSize, c.hiddenSize])), ['rows', c.vocabSize]);
+  return g.toBytes();
+}
+
+/** Additive attention mask [seq, past + seq]: everything cached is visible, new tokens causally. */
+export function causalMask(seq: number, past: number): Float32Array {
+  const total = past + seq;
+  const mask = new Float32Array(seq * total);
+  for (let i = 0; i < seq; i++) mask.fill(-Infinity, i * total + past + i + 1, (i + 1) * total);
+  return mask;
+}
+
+export class LlamaDecoder {
+  private readonly sessions = new Map<string, Promise<GraphSession>>();
+  private readonly invFreq: Float32Array;
+
+  private constructor(
+    readonly config: TextConfig,
+    private readonly layers: LayerWeights[],
+    private readonly embedTable: Float32Array,
+    private readonly finalNorm: ort.Tensor,
+    private readonly lmHead: ort.Tensor,
+    private readonly runtime: RuntimeOptions,
+  ) {
+    this.invFreq = inverseFrequencies(config.headDim, config.ropeTheta);
+  }
+
+  /** Loads weights under `prefix` (e.g. `model.language_model.`); `lmHeadName` unless tied. */
+  static load(source: WeightSource, prefix: string, lmHeadName: string, c: TextConfig, runtime: RuntimeOptions, onLayer?: () => void): LlamaDecoder {
+    const { hiddenSize: h, numAttentionHeads: nh, numKeyValueHeads: kvh, headDim: hd, intermediateSize: ffn } = c;
+    const layers: LayerWeights[] = [];
+    for (let l = 0; l < c.numHiddenLayers; l++) {
+      const p = `${prefix}layers.${l}.`;
+      const entries: [string, ort.Tensor | undefined][] = [
+        ['input_norm', weight(source, `${p}input_layernorm.weight`, [h])],
+        ['q_w', weight(source, `${p}self_attn.q_proj.weight`, [nh * hd, h])],
+        ['k_w', weight(source, `${p}self_attn.k_proj.weight`, [kvh * hd, h])],
+        ['v_w', weight(source, `${p}self_attn.v_proj.weight`, [kvh * hd, h])],
+        ['q_b', optionalWeight(source, `${p}self_attn.q_proj.bias`, [nh * hd], c.qkvBias)],
+        ['k_b', optionalWeight(source, `${p}self_attn.k_proj.bias`, [kvh * hd], c.qkvBias)],
+        ['v_b', optionalWeight(source, `${p}self_attn.v_proj.bias`, [kvh * hd], c.qkvBias)],
+        ['o_w', weight(source, `${p}self_attn.o_proj.weight`, [h, nh * hd])],
+        ['o_b', optionalWeight(source, `${p}self_attn.o_proj.bias`, [h], c.oBias)],
+        ['post_norm', weight(source, `${p}post_attention_layernorm.weight`, [h])],
+        ['gate_w', weight(source, `${p}mlp.gate_proj.weight`, [ffn, h])],
+        ['up_w', weight(source, `${p}mlp.up_proj.weight`, [ffn, h])],
+        ['down_w', weight(source, `${p}mlp.down_proj.weight`, [h, ffn])],
+        ['gate_b', optionalWeight(source, `${p}mlp.gate_proj.bias`, [ffn], c.mlpBias)],
+        ['up_b', optionalWeight(source, `${p}mlp.up_proj.bias`, [ffn], c.mlpBias)],
+        ['down_b', optionalWeight(source, `${p}mlp.down_proj.bias`, [h], c.mlpBias)],
+      ];
+      layers.push(Object.fromEntries(entries.filter((e): e is [string, ort.Tensor] => e[1] !== undefined)));
+      onLayer?.();
+    }
+    const embedTable = source.read(`${prefix}embed_tokens.weight`, [c.vocabSize, h]);
+    const finalNorm = weight(source, `${prefix}norm.weight`, [h]);
+    const lmHead =
+      c.tieWordEmbeddings && !source.has(lmHeadName) ? tensor(embedTable, [c.vocabSize, h]) : weight(source, lmHeadName, [c.vocabSize, h]);
+    return new LlamaDecoder(c, layers, embedTable, finalNorm, lmHead, runtime);
+  }
+
+  private session(key: string, build: () => Uint8Array): Promise<GraphSession> {
+    let s = this.sessions.get(key);
+    if (s === undefined) {
+      s = GraphSession.create(build(), this.runtime);
+      this.sessions.set(key, s);
+    }
+    return s;
+  }
+
+  /** Token embeddings, [ids.length, hidden]. */
+  embed(ids: readonly number[]): Float32Array {
+    const h = this.config.hiddenSize;
+    const out = new Float32Array(ids.length * h);
+    ids.forEach((id, i) => out.set(this.embedTable.subarray(id * h, (id + 1) * h), i * h));
+    return out;
+  }
+
+  /** The dense FFN weights of a layer, [intermediate, hidden] gate/up and [hidden, intermediate] down. */
+  ffnWeights(layer: number): { gate: Float32Array; up: Float32Array; down: Float32Array; gateBias?: Float32Array; upBias?: Float32Array } {
+    const w = this.layers[layer]!;
+    const data = (t: ort.Tensor | undefined) => t?.data as Float32Array | undefined;
+    const result = { gate: data(w.gate_w)!, up: data(w.up_w)!, down: data(w.down_w)! };
+    const gateBias = data(w.gate_b);
+    const upBias = data(w.up_b);
+    return { ...result, ...(gateBias ? { gateBias } : {}), ...(upBias ? { upBias } : {}) };
+  }
+
+  /**
+   * Runs one layer on `seq` new tokens at `positions`, appending their K/V to the cache.
+   * `ffn` replaces the layer's FFN with compact core-neuron weights.
+   */
+  async runLayer(layer: number, hidden: Float32Array, positions: readonly number[], cache: KvCache, extras: LayerExtras = {}, ffn?: FfnWeights): Promise<LayerResult> {
+    const c = this.config;
+    const seq = positions.length;
+    const key = `${extras.ffnActivations ? 'a' : ''}${extras.lastAttention ? 'p' : ''}`;
+    const session = await this.session(key, () => buildLayerGraph(c, extras));
+    const rope = ropeTables(positions, c.headDim, this.invFreq);
+    const past = cache.past(layer);
+    const feeds: Feeds = {
+      ...this.layers[layer],
+      ...(ffn === undefined ? {} : compactFeeds(ffn)),
+      x: tensor(hidden, [seq, c.hiddenSize]),
+      cos: tensor(rope.cos, [seq, c.headDim]),
+      sin: tensor(rope.sin, [seq, c.headDim]),
+      mask: tensor(causalMask(seq, cache.length(layer)), [seq, cache.length(layer) + seq]),
+      past_k: past.k,
+      past_v: past.v,
+    };
+    const names = ['out', 'present_k', 'present_v'];
+    if (extras.ffnActivations) names.push('ffn_act');
+    if (extras.lastAttention) names.push('last_attn');
+    const [out, k, v, ...rest] = await session.runFloat(feeds, names);
+    cache.store(layer, k!, v!);
+    const result: LayerResult = { hidden: out! };
+    if (extras.ffnActivations) result.ffnActivations = rest.shift()!;
+    if (extras.lastAttention) result.lastAttention = rest.shift()!;
+    return result;
+  }
+
+  /** Final norm and LM head over `rows` hidden states, [rows, vocab]. */
+  async logits(hidden: Float32Array, rows: number): Promise<Float32Array> {
+    const session = await this.session('head', () => buildHeadGraph(this.config));
+    const [logits] = await session.runFloat(
+      { x: tensor(hidden, [rows, this.config.hiddenSize]), norm: this.finalNorm, lm_w: this.lmHead },
+      ['logits'],
+    );
+    return logits!;
+  }
+}
+
+function compactFeeds(ffn: FfnWeights): Feeds {
+  const feeds: Feeds = { gate_w: ffn.gate, up_w: ffn.up, down_w: ffn.down };
+  if (ffn.gateBias) feeds.gate_b = ffn.gateBias;
+  if (ffn.upBias) feeds.up_b = ffn.upBias;
+  return feeds;
+}
