@@ -28,6 +28,11 @@ export class KvCache {
     return { k: tensor(k, dims), v: tensor(v, dims) };
   }
 
+  /** A layer's cached values, [kvHeads, length, headDim]. */
+  values(layer: number): Float32Array {
+    return this.layers[layer]!.v;
+  }
+
   /** Replaces a layer's cache with the graph's present K/V (past + new tokens). */
   store(layer: number, k: Float32Array, v: Float32Array): void {
     this.layers[layer] = { k, v, length: k.length / (this.kvHeads * this.headDim) };

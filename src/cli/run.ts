@@ -1,0 +1,94 @@
+/** `corematching run`: answer one question about one image. */
+import { SingleBar, Presets } from 'cli-progress';
+import type { Command } from 'commander';
+import { VisionLanguageModel } from '../pipeline/vision-language-model.js';
+import type { SamplingOptions } from '../pipeline/sampling.js';
+import { collect, nonNegativeInt, positiveInt, positiveNumber, probability } from './options.js';
+import { defaultModelDir } from './default-model.js';
+
+interface RunOptions {
+  model?: string;
+  image: string;
+  prompt: string;
+  maxNewTokens: number;
+  greedy?: boolean;
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  seed?: number;
+  threads?: number;
+  rawPrompt?: boolean;
+  stop: string[];
+  json?: boolean;
+}
+
+function samplingOptions(o: RunOptions): SamplingOptions {
+  const sampled = !o.greedy && (o.temperature !== undefined || o.topK !== undefined || o.topP !== undefined || o.seed !== undefined);
+  if (!sampled) return {};
+  return {
+    doSample: true,
+    ...(o.temperature !== undefined ? { temperature: o.temperature } : {}),
+    ...(o.topK !== undefined ? { topK: o.topK } : {}),
+    ...(o.topP !== undefined ? { topP: o.topP } : {}),
+    seed: o.seed ?? 0,
+  };
+}
+
+async function loadWithProgress(dir: string, threads: number | undefined, quiet: boolean): Promise<VisionLanguageModel> {
+  const bar = new SingleBar({ format: 'loading {bar} {value}/{total} layers', stream: process.stderr, clearOnComplete: true }, Presets.shades_classic);
+  let started = false;
+  const model = await VisionLanguageModel.load(dir, {
+    ...(threads !== undefined ? { threads } : {}),
+    onProgress: (done, total) => {
+      if (quiet || !process.stderr.isTTY) return;
+      if (!started) bar.start(total, done);
+      started = true;
+      bar.update(done);
+    },
+  });
+  if (started) bar.stop();
+  return model;
+}
+
+export function runCommand(program: Command): void {
+  program
+    .command('run')
+    .description('Answer a question about an image.')
+    .option('--model <dir>', 'Hugging Face LLaVA checkpoint folder (default: the model shipped with corematching)')
+    .requiredOption('--image <file>', 'image file (JPEG, PNG or WebP)')
+    .requiredOption('--prompt <text>', 'the question (wrapped by the chat template unless --raw-prompt)')
+    .option('--max-new-tokens <n>', 'maximum number of tokens to generate', positiveInt, 128)
+    .option('--greedy', 'greedy decoding (the default unless a sampling option is given)')
+    .option('--temperature <t>', 'sampling temperature', positiveNumber)
+    .option('--top-k <k>', 'sample among the k most likely tokens (0 = all)', nonNegativeInt)
+    .option('--top-p <p>', 'nucleus sampling probability mass', probability)
+    .option('--seed <s>', 'sampling seed', nonNegativeInt)
+    .option('--threads <n>', 'ONNX Runtime threads', positiveInt)
+    .option('--raw-prompt', 'use the prompt verbatim (it must contain one <image>)')
+    .option('--stop <text>', 'stop when the output contains this text (repeatable)', collect, [])
+    .option('--json', 'print one JSON object with text, tokens and stats instead of streaming')
+    .action(async (o: RunOptions) => {
+      const vlm = await loadWithProgress(o.model ?? defaultModelDir(), o.threads, o.json === true);
+      const result = await vlm.generate({
+        image: o.image,
+        prompt: o.prompt,
+        rawPrompt: o.rawPrompt === true,
+        maxNewTokens: o.maxNewTokens,
+        sampling: samplingOptions(o),
+        stopStrings: o.stop,
+        ...(o.json ? {} : { onText: (text: string) => process.stdout.write(text) }),
+      });
+      if (o.json) {
+        const { text, tokens, promptTokens, imageTokens, stats, sparsity } = result;
+        process.stdout.write(`${JSON.stringify({ text, tokens, promptTokens, imageTokens, stats, sparsity })}\n`);
+        return;
+      }
+      process.stdout.write('\n');
+      const s = result.stats;
+      process.stderr.write(
+        `[${s.promptTokenCount} prompt tokens (${result.imageTokens} image), ${s.newTokenCount} new] ` +
+          `preprocess ${s.preprocessMs.toFixed(0)} ms, vision ${s.visionMs.toFixed(0)} ms, prefill ${s.prefillMs.toFixed(0)} ms, ` +
+          `first token ${s.firstTokenMs.toFixed(0)} ms, decode ${s.decodeTokensPerSecond.toFixed(1)} tokens/s\n`,
+      );
+    });
+}

@@ -1,0 +1,65 @@
+/**
+ * LLaVA wiring: vision tower -> feature selection -> projector -> image features in the decoder's
+ * embedding space. The decoder itself is driven by the pipeline's generation loop.
+ */
+import type { RuntimeOptions } from '../graph/session.js';
+import type { LlavaConfig } from '../io/model-config.js';
+import { LlamaDecoder } from './llama.js';
+import { Projector } from './projector.js';
+import { VisionTower, visionTokenCount } from './vision-tower.js';
+import { detectLayout, type WeightSource } from './weights.js';
+
+export class LlavaModel {
+  private constructor(
+    readonly config: LlavaConfig,
+    readonly vision: VisionTower,
+    readonly projector: Projector,
+    readonly decoder: LlamaDecoder,
+  ) {}
+
+  /** Image tokens one image becomes: the tower's tokens, less CLS under the `default` strategy. */
+  get imageTokenCount(): number {
+    const tokens = visionTokenCount(this.config.vision);
+    return this.config.visionFeatureSelectStrategy === 'default' ? tokens - 1 : tokens;
+  }
+
+  static async load(source: WeightSource, config: LlavaConfig, runtime: RuntimeOptions, onStep?: () => void): Promise<LlavaModel> {
+    const layout = detectLayout(source);
+    const layersNeeded = Math.max(...config.visionFeatureLayers);
+    const vision = await VisionTower.load(source, layout.vision, config.vision, layersNeeded, runtime, onStep);
+    const projector = await Projector.load(
+      source,
+      layout.projector,
+      config.vision.hiddenSize * config.visionFeatureLayers.length,
+      config.text.hiddenSize,
+      config.projectorHiddenAct,
+      config.projectorBias,
+      runtime,
+    );
+    const decoder = LlamaDecoder.load(source, layout.language, layout.lmHead, config.text, runtime, onStep);
+    return new LlavaModel(config, vision, projector, decoder);
+  }
+
+  /** Steps `load` reports through onStep, for a progress bar. */
+  static loadSteps(config: LlavaConfig): number {
+    return Math.max(...config.visionFeatureLayers) + config.text.numHiddenLayers;
+  }
+
+  /** pixel values [3, H, W] -> image features [imageTokenCount, text hidden]. */
+  async imageFeatures(pixelValues: Float32Array): Promise<Float32Array> {
+    const c = this.config;
+    const states = await this.vision.hiddenStates(pixelValues, c.visionFeatureLayers);
+    const tokens = visionTokenCount(c.vision);
+    const skip = c.visionFeatureSelectStrategy === 'default' ? 1 : 0;
+    const kept = tokens - skip;
+    const width = c.vision.hiddenSize;
+    // transformers concatenates the selected layers along the hidden dimension.
+    const selected = new Float32Array(kept * width * states.length);
+    for (let t = 0; t < kept; t++) {
+      states.forEach((s, j) => {
+        selected.set(s.subarray((t + skip) * width, (t + skip + 1) * width), (t * states.length + j) * width);
+      });
+    }
+    return this.projector.project(selected, kept);
+  }
+}

@@ -1,0 +1,140 @@
+/**
+ * The model loop: prefill the prompt layer by layer (consulting the sparsity policy between
+ * layers), then decode token by token with the KV cache, streaming text as it becomes printable.
+ */
+import type { LlamaDecoder, FfnWeights } from '../models/llama.js';
+import { compactFfn } from '../models/compact-ffn.js';
+import { KvCache } from '../models/kv-cache.js';
+import type { SparsityPolicy } from '../sparsity/policy.js';
+import { TokenSampler, type SamplingOptions } from './sampling.js';
+
+export interface Detokenizes {
+  decode(ids: number[]): string;
+}
+
+export interface GenerationStats {
+  promptTokenCount: number;
+  newTokenCount: number;
+  prefillMs: number;
+  decodeMs: number;
+  /** Decode speed after the first token: (new tokens - 1) / decode time. */
+  decodeTokensPerSecond: number;
+}
+
+export interface LoopInput {
+  decoder: LlamaDecoder;
+  tokenizer: Detokenizes;
+  promptIds: number[];
+  imageStart: number;
+  imageFeatures: Float32Array;
+  imageTokens: number;
+  policy: SparsityPolicy;
+  maxNewTokens: number;
+  sampling: SamplingOptions;
+  eosTokenIds: Set<number>;
+  stopStrings: string[];
+  onText?: (text: string, tokenId: number) => void;
+}
+
+export interface LoopOutput {
+  text: string;
+  tokens: number[];
+  stats: GenerationStats;
+}
+
+function gatherRows(data: Float32Array, rows: readonly number[], width: number): Float32Array {
+  const out = new Float32Array(rows.length * width);
+  rows.forEach((r, i) => out.set(data.subarray(r * width, (r + 1) * width), i * width));
+  return out;
+}
+
+/** Runs every layer over the prompt; returns the last position's hidden state. */
+async function prefill(input: LoopInput, cache: KvCache): Promise<Float32Array> {
+  const { decoder, policy } = input;
+  const width = decoder.config.hiddenSize;
+  let hidden = decoder.embed(input.promptIds);
+  hidden.set(input.imageFeatures, input.imageStart * width);
+  let positions = input.promptIds.map((_, i) => i);
+  for (let layer = 0; layer < decoder.config.numHiddenLayers; layer++) {
+    const keep = policy.selectTokens(layer);
+    if (keep !== null) {
+      hidden = gatherRows(hidden, keep, width);
+      positions = keep.map((i) => positions[i]!);
+    }
+    const result = await decoder.runLayer(layer, hidden, positions, cache, policy.prefillExtras(layer));
+    if (result.ffnActivations) policy.afterFfn(layer, result.ffnActivations, positions.length);
+    if (result.lastAttention) policy.afterAttention(layer, result.lastAttention, cache.values(layer));
+    hidden = result.hidden;
+  }
+  return hidden.slice((positions.length - 1) * width);
+}
+
+/** Text of `ids` that is safe to print: held back while it ends inside a multi-byte character. */
+function printable(tokenizer: Detokenizes, ids: number[]): string {
+  const text = tokenizer.decode(ids);
+  return text.endsWith('\uFFFD') ? text.slice(0, text.lastIndexOf('\uFFFD')) : text;
+}
+
+export async function generateTokens(input: LoopInput): Promise<LoopOutput> {
+  const { decoder, policy } = input;
+  const c = decoder.config;
+  const cache = new KvCache(c.numHiddenLayers, c.numKeyValueHeads, c.headDim);
+  policy.begin({
+    numLayers: c.numHiddenLayers,
+    promptLength: input.promptIds.length,
+    imageStart: input.imageStart,
+    imageTokens: input.imageTokens,
+    intermediateSize: c.intermediateSize,
+  });
+  const sampler = new TokenSampler(input.sampling);
+
+  const t0 = performance.now();
+  const last = await prefill(input, cache);
+  let token = sampler.next(await decoder.logits(last, 1));
+  const t1 = performance.now();
+
+  const ffns: (FfnWeights | undefined)[] = [];
+  for (let layer = 0; layer < c.numHiddenLayers; layer++) {
+    const neurons = policy.decodeNeurons(layer);
+    ffns.push(neurons === null ? undefined : compactFfn(decoder.ffnWeights(layer), neurons, c.hiddenSize));
+  }
+
+  const tokens: number[] = [];
+  const textIds: number[] = [];
+  let shown = '';
+  let position = input.promptIds.length;
+  for (;;) {
+    tokens.push(token);
+    if (input.eosTokenIds.has(token)) break;
+    textIds.push(token);
+    const text = printable(input.tokenizer, textIds);
+    const stopAt = Math.min(...input.stopStrings.map((s) => text.indexOf(s)).filter((i) => i >= 0));
+    const visible = Number.isFinite(stopAt) ? text.slice(0, stopAt) : text;
+    if (visible.length > shown.length && visible.startsWith(shown)) {
+      input.onText?.(visible.slice(shown.length), token);
+      shown = visible;
+    }
+    if (Number.isFinite(stopAt) || tokens.length >= input.maxNewTokens) break;
+
+    let hidden = decoder.embed([token]);
+    for (let layer = 0; layer < c.numHiddenLayers; layer++) {
+      hidden = (await decoder.runLayer(layer, hidden, [position], cache, {}, ffns[layer])).hidden;
+    }
+    position++;
+    token = sampler.next(await decoder.logits(hidden, 1));
+  }
+  const t2 = performance.now();
+  const finalText = input.tokenizer.decode(textIds);
+  const stopAt = Math.min(...input.stopStrings.map((s) => finalText.indexOf(s)).filter((i) => i >= 0));
+  return {
+    text: Number.isFinite(stopAt) ? finalText.slice(0, stopAt) : finalText,
+    tokens,
+    stats: {
+      promptTokenCount: input.promptIds.length,
+      newTokenCount: tokens.length,
+      prefillMs: t1 - t0,
+      decodeMs: t2 - t1,
+      decodeTokensPerSecond: tokens.length > 1 ? ((tokens.length - 1) * 1000) / (t2 - t1) : 0,
+    },
+  };
+}

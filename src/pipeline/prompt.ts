@@ -1,0 +1,37 @@
+/**
+ * Prompt text -> token ids, as LlavaProcessor does it: the single image placeholder is expanded to
+ * one image token per image feature, then the tokenizer's own special-token rules apply.
+ */
+import { CorematchingError } from '../io/errors.js';
+
+export interface Tokenizes {
+  encode(text: string): number[];
+}
+
+export interface EncodedPrompt {
+  ids: number[];
+  /** Index of the first image token; image tokens are contiguous. */
+  imageStart: number;
+}
+
+export function countOccurrences(text: string, needle: string): number {
+  let count = 0;
+  for (let i = text.indexOf(needle); i !== -1; i = text.indexOf(needle, i + needle.length)) count++;
+  return count;
+}
+
+export function encodePrompt(prompt: string, imageToken: string, imageTokenId: number, imageTokens: number, tokenizer: Tokenizes): EncodedPrompt {
+  const found = countOccurrences(prompt, imageToken);
+  if (found !== 1) {
+    throw new CorematchingError(`the prompt must contain exactly one ${imageToken} placeholder for the image; found ${found}`);
+  }
+  const ids = tokenizer.encode(prompt.replace(imageToken, imageToken.repeat(imageTokens)));
+  const imageStart = ids.indexOf(imageTokenId);
+  const span = ids.slice(imageStart, imageStart + imageTokens);
+  if (imageStart < 0 || span.length !== imageTokens || span.some((id) => id !== imageTokenId) || ids.lastIndexOf(imageTokenId) !== imageStart + imageTokens - 1) {
+    throw new CorematchingError(
+      `the tokenizer did not turn ${imageToken} into ${imageTokens} contiguous image tokens (id ${imageTokenId}); is ${imageToken} an added token in tokenizer.json?`,
+    );
+  }
+  return { ids, imageStart };
+}
