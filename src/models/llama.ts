@@ -209,6 +209,11 @@ export class LlamaDecoder {
     return result;
   }
 
+  async release(): Promise<void> {
+    for (const session of this.sessions.values()) await (await session).release();
+    this.sessions.clear();
+  }
+
   /** Final norm and LM head over `rows` hidden states, [rows, vocab]. */
   async logits(hidden: Float32Array, rows: number): Promise<Float32Array> {
     const session = await this.session('head', () => buildHeadGraph(this.config));

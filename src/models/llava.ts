@@ -45,6 +45,10 @@ export class LlavaModel {
     return Math.max(...config.visionFeatureLayers) + config.text.numHiddenLayers;
   }
 
+  async release(): Promise<void> {
+    await Promise.all([this.vision.release(), this.projector.release(), this.decoder.release()]);
+  }
+
   /** pixel values [3, H, W] -> image features [imageTokenCount, text hidden]. */
   async imageFeatures(pixelValues: Float32Array): Promise<Float32Array> {
     const c = this.config;

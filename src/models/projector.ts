@@ -31,6 +31,10 @@ export class Projector {
     return new Projector(weights, await GraphSession.create(g.toBytes(), runtime), inputSize, outputSize);
   }
 
+  release(): Promise<void> {
+    return this.session.release();
+  }
+
   /** [tokens, inputSize] -> [tokens, outputSize]. */
   async project(features: Float32Array, tokens: number): Promise<Float32Array> {
     const [out] = await this.session.runFloat({ ...this.weights, x: tensor(features, [tokens, this.inputSize]) }, ['out']);

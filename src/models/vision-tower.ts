@@ -68,24 +68,24 @@ export class VisionTower {
     private readonly layerSession: GraphSession,
   ) {}
 
-  /** Loads the layers up to the deepest one a feature layer needs; `prefix` ends in `vision_model.`'s parent. */
+  /** Loads the layers up to the deepest one a feature layer needs; `prefix` leads to `embeddings.`. */
   static async load(source: WeightSource, prefix: string, c: VisionConfig, layersNeeded: number, runtime: RuntimeOptions, onLayer?: () => void): Promise<VisionTower> {
     const { hiddenSize: hid, numChannels: ch, patchSize: p, intermediateSize: ffn } = c;
-    const e = `${prefix}vision_model.embeddings.`;
+    const e = `${prefix}embeddings.`;
     const emb: Weights = {
       patch_w: weight(source, `${e}patch_embedding.weight`, [hid, ch, p, p]),
       pos: weight(source, `${e}position_embedding.weight`, [visionTokenCount(c), hid]),
     };
     if (isClip(c)) {
       emb.class_emb = weight(source, `${e}class_embedding`, [hid]);
-      emb.pre_ln_w = weight(source, `${prefix}vision_model.pre_layrnorm.weight`, [hid]);
-      emb.pre_ln_b = weight(source, `${prefix}vision_model.pre_layrnorm.bias`, [hid]);
+      emb.pre_ln_w = weight(source, `${prefix}pre_layrnorm.weight`, [hid]);
+      emb.pre_ln_b = weight(source, `${prefix}pre_layrnorm.bias`, [hid]);
     } else {
       emb.patch_b = weight(source, `${e}patch_embedding.bias`, [hid]);
     }
     const layers: Weights[] = [];
     for (let l = 0; l < layersNeeded; l++) {
-      const lp = `${prefix}vision_model.encoder.layers.${l}.`;
+      const lp = `${prefix}encoder.layers.${l}.`;
       const lw: Weights = {};
       const pairs: [string, string, number[]][] = [
         ['ln1', 'layer_norm1', [hid]],
@@ -109,6 +109,11 @@ export class VisionTower {
       GraphSession.create(buildLayerGraph(c), runtime),
     ]);
     return new VisionTower(c, emb, layers, embeddingSession, layerSession);
+  }
+
+  async release(): Promise<void> {
+    await this.embeddingSession.release();
+    await this.layerSession.release();
   }
 
   /** hidden_states[i] for each requested index i, each [tokens, hidden]. */

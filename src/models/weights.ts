@@ -21,21 +21,29 @@ export interface LlavaLayout {
 }
 
 /**
- * transformers >= 4.52 saves `model.vision_tower.*`, `model.language_model.*`, `lm_head.weight`;
- * older LLaVA checkpoints (llava-hf) use `vision_tower.*`, `language_model.model.*`,
- * `language_model.lm_head.weight`.
+ * LLaVA checkpoints in the wild name their parts in two ways: `language_model.model.*` with
+ * `language_model.lm_head.weight` (llava-hf, and what transformers 5 writes), or
+ * `model.language_model.*` with `lm_head.weight` (transformers 4.52-4.57). The vision tower may
+ * or may not keep CLIP/SigLIP's own `vision_model.` level.
  */
 export function detectLayout(weights: WeightSource): LlavaLayout {
-  if (weights.has('model.language_model.embed_tokens.weight')) {
-    return { vision: 'model.vision_tower.', projector: 'model.multi_modal_projector.', language: 'model.language_model.', lmHead: 'lm_head.weight' };
+  const parts = [
+    { language: 'language_model.model.', lmHead: 'language_model.lm_head.weight', outer: '' },
+    { language: 'model.language_model.', lmHead: 'lm_head.weight', outer: 'model.' },
+  ];
+  const part = parts.find((p) => weights.has(`${p.language}embed_tokens.weight`));
+  if (part === undefined) {
+    throw new CorematchingError(
+      'no language-model embedding found: expected tensor "language_model.model.embed_tokens.weight" or "model.language_model.embed_tokens.weight"',
+      weights.dir,
+    );
   }
-  if (weights.has('language_model.model.embed_tokens.weight')) {
-    return { vision: 'vision_tower.', projector: 'multi_modal_projector.', language: 'language_model.model.', lmHead: 'language_model.lm_head.weight' };
+  const visionCandidates = [`${part.outer}vision_tower.vision_model.`, `${part.outer}vision_tower.`];
+  const vision = visionCandidates.find((p) => weights.has(`${p}embeddings.patch_embedding.weight`));
+  if (vision === undefined) {
+    throw new CorematchingError(`no vision tower found: expected tensor "${visionCandidates[0]}embeddings.patch_embedding.weight"`, weights.dir);
   }
-  throw new CorematchingError(
-    'no language-model embedding found: expected tensor "model.language_model.embed_tokens.weight" or "language_model.model.embed_tokens.weight"',
-    weights.dir,
-  );
+  return { vision, projector: `${part.outer}multi_modal_projector.`, language: part.language, lmHead: part.lmHead };
 }
 
 /** Reads a tensor as an ORT tensor of the given shape. */

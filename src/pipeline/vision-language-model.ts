@@ -36,6 +36,8 @@ export interface GenerateOptions {
   rawPrompt?: boolean;
   maxNewTokens?: number;
   sampling?: SamplingOptions;
+  /** Keep generating through end-of-sequence tokens (benchmarks, reference comparisons). */
+  ignoreEos?: boolean;
   /** Generation stops when the text contains one of these; the text is cut before it. */
   stopStrings?: string[];
   /** Receives each piece of text as soon as it is printable, with the token id that completed it. */
@@ -90,6 +92,11 @@ export class VisionLanguageModel {
     }
   }
 
+  /** Frees the ONNX Runtime sessions; the model cannot generate afterwards. */
+  release(): Promise<void> {
+    return this.model.release();
+  }
+
   /** The prompt text for a question: the chat template, or the architecture's default. */
   renderPrompt(question: string): string {
     return renderLlavaPrompt(this.config.dir, question, LLAVA_15_TEMPLATE);
@@ -116,7 +123,7 @@ export class VisionLanguageModel {
       throw new CorematchingError(`the prompt is ${prompt.ids.length} tokens (${imageTokens} of them image tokens); the model's context is ${context} tokens`);
     }
     const policy = options.policy ?? new DensePolicy();
-    const eos = new Set([...this.config.text.eosTokenIds, ...this.generationConfig.eosTokenIds]);
+    const eos = new Set(options.ignoreEos ? [] : [...this.config.text.eosTokenIds, ...this.generationConfig.eosTokenIds]);
     const generated = await generateTokens({
       decoder: this.model.decoder,
       tokenizer: this.tokenizer,

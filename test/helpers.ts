@@ -1,0 +1,28 @@
+/** Shared test utilities: fixture paths and array comparisons. */
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+// Tests run from dist/test/; fixtures stay in the source tree.
+const root = fileURLToPath(new URL('../../', import.meta.url));
+
+export function fixturePath(...parts: string[]): string {
+  return path.join(root, 'test', 'fixtures', ...parts);
+}
+
+export function relativeL2(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
+  if (actual.length !== expected.length) throw new Error(`length ${actual.length} != ${expected.length}`);
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < actual.length; i++) {
+    num += (actual[i]! - expected[i]!) ** 2;
+    den += expected[i]! ** 2;
+  }
+  return Math.sqrt(num / den);
+}
+
+export function maxAbsDiff(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
+  if (actual.length !== expected.length) throw new Error(`length ${actual.length} != ${expected.length}`);
+  let max = 0;
+  for (let i = 0; i < actual.length; i++) max = Math.max(max, Math.abs(actual[i]! - expected[i]!));
+  return max;
+}
