@@ -148,15 +148,15 @@ function nearest(src: RgbImage, width: number, height: number): RgbImage {
   const xs = new Int32Array(width);
   const sx = src.width / width;
   let xo = sx * 0.5;
-  for (let x = 0; x < width; x++, xo += sx) xs[x] = xo < 0 ? -1 : Math.trunc(xo);
+  for (let x = 0; x < width; x++, xo += sx) xs[x] = Math.trunc(xo);
   const sy = src.height / height;
   let yo = sy * 0.5;
   for (let y = 0; y < height; y++, yo += sy) {
-    const yi = yo < 0 ? -1 : Math.trunc(yo);
-    if (yi < 0 || yi >= src.height) continue; // PIL fills unmapped pixels with 0
+    const yi = Math.trunc(yo);
+    if (yi >= src.height) continue; // PIL leaves a pixel mapped outside the source at 0
     for (let x = 0; x < width; x++) {
       const xi = xs[x]!;
-      if (xi < 0 || xi >= src.width) continue;
+      if (xi >= src.width) continue;
       const o = (y * width + x) * 3;
       const p = (yi * src.width + xi) * 3;
       out[o] = src.data[p]!;
