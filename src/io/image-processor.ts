@@ -5,7 +5,7 @@
  * then rescale and normalise with numpy's float64/float32 rounding. Both classes run the same
  * steps; they differ only in the defaults for fields the config leaves out.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CorematchingError } from './errors.js';
 import type { RgbImage } from './image.js';
@@ -119,22 +119,27 @@ export class ImageProcessor {
   private constructor(private readonly opts: Options) {}
 
   /**
-   * Reads <dir>/preprocessor_config.json. Switches (do_resize, do_center_crop, do_rescale,
+   * Reads <dir>/preprocessor_config.json or, as transformers 5 saves it, the "image_processor"
+   * entry of <dir>/processor_config.json. Switches (do_resize, do_center_crop, do_rescale,
    * do_normalize, resample) default like transformers' classes; the numbers the enabled steps
    * use (size, crop_size, rescale_factor, image_mean, image_std) must be present, since a silent
    * default for a checkpoint's statistics would quietly degrade every answer.
    */
   static load(dir: string): ImageProcessor {
-    const file = join(dir, 'preprocessor_config.json');
+    const standalone = join(dir, 'preprocessor_config.json');
+    const combined = join(dir, 'processor_config.json');
+    const useCombined = !existsSync(standalone) && existsSync(combined);
+    const file = useCombined ? combined : standalone;
     let raw: unknown;
     try {
       raw = JSON.parse(readFileSync(file, 'utf8'));
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      throw new CorematchingError(code === 'ENOENT' ? 'file not found' : `not valid JSON (${(err as Error).message})`, file);
+      throw new CorematchingError(code === 'ENOENT' ? 'file not found (nor an "image_processor" entry in processor_config.json)' : `not valid JSON (${(err as Error).message})`, file);
     }
+    if (useCombined) raw = (raw as Record<string, unknown> | null)?.image_processor;
     if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
-      throw new CorematchingError('expected a JSON object', file);
+      throw new CorematchingError(useCombined ? 'expected an "image_processor" object' : 'expected a JSON object', file);
     }
     const cfg = new ConfigReader(file, raw as Record<string, unknown>);
 
