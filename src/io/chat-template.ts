@@ -1,0 +1,132 @@
+/**
+ * The prompt text for one image + question, rendered the way LlavaProcessor.apply_chat_template
+ * does it in transformers 5.23.
+ *
+ * Template lookup follows ProcessorMixin.from_pretrained: a "chat_template" key in
+ * processor_config.json, else the legacy chat_template.json, else chat_template.jinja (or
+ * chat_templates/default.jinja). transformers' processor stops there; we also try the tokenizer's
+ * template from tokenizer_config.json, but only if it renders the image placeholder (text-only
+ * templates would silently drop the image), and otherwise use the caller's fallback.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Template } from '@huggingface/jinja';
+import { CorematchingError } from './errors.js';
+import { readTokenizerConfig, specialTokensMap } from './tokenizer.js';
+
+export interface ChatTemplate {
+  template: string;
+  /** The file it came from, for error messages. */
+  file: string;
+}
+
+type Json = Record<string, unknown>;
+
+function readJsonObject(file: string): Json | null {
+  if (!fs.existsSync(file)) return null;
+  let v: unknown;
+  try {
+    v = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new CorematchingError(`invalid JSON: ${(err as Error).message}`, file);
+  }
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) {
+    throw new CorematchingError('expected a JSON object at the top level', file);
+  }
+  return v as Json;
+}
+
+/**
+ * A template value may be a string, a {name: template} dict (processor) or a list of
+ * {name, template} (tokenizer_config); with several, transformers uses the one named "default".
+ */
+function pickTemplate(value: unknown, file: string, field: string): string | null {
+  if (value === undefined || value === null) return null;
+  if (typeof value === 'string') return value;
+  const named: [unknown, unknown][] = Array.isArray(value)
+    ? value.map((v: Json | null) => [v?.name, v?.template])
+    : typeof value === 'object'
+      ? Object.entries(value)
+      : [];
+  const found = named.find(([name]) => name === 'default');
+  if (found !== undefined && typeof found[1] === 'string') return found[1];
+  throw new CorematchingError(
+    `${field} has no template named "default" (found ${named.map(([n]) => JSON.stringify(n)).join(', ') || 'none'}); ` +
+      'expected a string or a set of named templates including "default"',
+    file,
+  );
+}
+
+/** The processor's chat template, as transformers 5.23 finds it; null when the folder has none. */
+export function findProcessorChatTemplate(dir: string): ChatTemplate | null {
+  const processorFile = path.join(dir, 'processor_config.json');
+  const inProcessor = pickTemplate(readJsonObject(processorFile)?.chat_template, processorFile, 'chat_template');
+  if (inProcessor !== null) return { template: inProcessor, file: processorFile };
+
+  const legacyFile = path.join(dir, 'chat_template.json');
+  const legacy = readJsonObject(legacyFile);
+  if (legacy !== null) {
+    const template = pickTemplate(legacy.chat_template, legacyFile, 'chat_template');
+    if (template === null) throw new CorematchingError('chat_template is missing; expected the template string', legacyFile);
+    return { template, file: legacyFile };
+  }
+
+  for (const file of [path.join(dir, 'chat_template.jinja'), path.join(dir, 'chat_templates', 'default.jinja')]) {
+    if (fs.existsSync(file)) return { template: fs.readFileSync(file, 'utf8'), file };
+  }
+  const extraDir = path.join(dir, 'chat_templates');
+  if (fs.existsSync(extraDir) && fs.readdirSync(extraDir).some((f) => f.endsWith('.jinja'))) {
+    throw new CorematchingError('has chat templates but none named default.jinja; expected chat_template.jinja or chat_templates/default.jinja', extraDir);
+  }
+  return null;
+}
+
+/** Renders a template with the variables transformers passes: the conversation, the flags and
+ * the tokenizer's named special tokens (bos_token, eos_token, ...). */
+export function renderChatTemplate(chat: ChatTemplate, messages: unknown[], specialTokens: Record<string, string>): string {
+  try {
+    return new Template(chat.template).render({
+      ...specialTokens,
+      messages,
+      tools: null,
+      documents: null,
+      add_generation_prompt: true,
+    });
+  } catch (err) {
+    throw new CorematchingError(`chat template failed to render: ${(err as Error).message}`, chat.file);
+  }
+}
+
+/** The one-image conversation LlavaProcessor users write. */
+export function llavaConversation(question: string): unknown[] {
+  return [{ role: 'user', content: [{ type: 'image' }, { type: 'text', text: question }] }];
+}
+
+/**
+ * Prompt text for `question` about one image. `fallbackTemplate` is used when the folder has no
+ * usable template; its `{question}` is replaced by the question (e.g. LLaVA-1.5's
+ * 'USER: <image>\n{question} ASSISTANT:').
+ */
+export function renderLlavaPrompt(dir: string, question: string, fallbackTemplate: string): string {
+  const abs = path.resolve(dir);
+  const tokenizerConfig = readTokenizerConfig(abs);
+  const specialTokens = specialTokensMap(tokenizerConfig);
+  const messages = llavaConversation(question);
+
+  const processorTemplate = findProcessorChatTemplate(abs);
+  if (processorTemplate !== null) return renderChatTemplate(processorTemplate, messages, specialTokens);
+
+  const tokenizerFile = path.join(abs, 'tokenizer_config.json');
+  const tokenizerTemplate = pickTemplate(tokenizerConfig.chat_template, tokenizerFile, 'chat_template');
+  if (tokenizerTemplate !== null) {
+    const prompt = renderChatTemplate({ template: tokenizerTemplate, file: tokenizerFile }, messages, specialTokens);
+    if (prompt.includes(imageToken(abs))) return prompt;
+  }
+  return fallbackTemplate.split('{question}').join(question);
+}
+
+/** LlavaProcessor's image placeholder: processor_config.json's image_token, "<image>" by default. */
+function imageToken(dir: string): string {
+  const token = readJsonObject(path.join(dir, 'processor_config.json'))?.image_token;
+  return typeof token === 'string' ? token : '<image>';
+}

@@ -1,0 +1,243 @@
+/**
+ * Text <-> token ids, matching transformers 5.23 on LLaVA folders.
+ *
+ * For model_type "llava" AutoTokenizer loads TokenizersBackend, i.e. tokenizer.json as written
+ * (its normalizer, pre-tokenizer, decoder and post-processor), ignoring tokenizer_config's
+ * tokenizer_class, add_bos_token and add_eos_token. What tokenizer_config.json still contributes:
+ * special tokens missing from tokenizer.json are added, and clean_up_tokenization_spaces (which
+ * transformers ignores for BPE models).
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Tokenizer } from '@huggingface/tokenizers';
+import { CorematchingError } from './errors.js';
+
+type Json = Record<string, unknown>;
+
+interface AddedTokenJson {
+  id: number;
+  content: string;
+  single_word: boolean;
+  lstrip: boolean;
+  rstrip: boolean;
+  normalized: boolean;
+  special: boolean;
+}
+
+/** transformers' SPECIAL_TOKENS_ATTRIBUTES: the names chat templates see (bos_token, ...). */
+const NAMED_SPECIAL_TOKENS = ['bos_token', 'eos_token', 'unk_token', 'sep_token', 'pad_token', 'cls_token', 'mask_token'];
+
+function readJson(file: string): unknown {
+  try {
+    return JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new CorematchingError(`cannot read JSON: ${(err as Error).message}`, file);
+  }
+}
+
+/** tokenizer_config.json as an object; {} when the folder has none. */
+export function readTokenizerConfig(dir: string): Json {
+  const file = path.join(dir, 'tokenizer_config.json');
+  if (!fs.existsSync(file)) return {};
+  const cfg = readJson(file);
+  if (typeof cfg !== 'object' || cfg === null || Array.isArray(cfg)) {
+    throw new CorematchingError('expected a JSON object at the top level', file);
+  }
+  return cfg as Json;
+}
+
+/** A token in tokenizer_config is a string or a serialised AddedToken {"content": ...}. */
+function tokenContent(v: unknown): string | null {
+  if (typeof v === 'string') return v;
+  if (typeof v === 'object' && v !== null && typeof (v as Json).content === 'string') return (v as Json).content as string;
+  return null;
+}
+
+/**
+ * The special_tokens_map transformers passes to chat templates: the named tokens that are set,
+ * plus model-specific names given by a dict-valued extra_special_tokens (e.g. image_token).
+ */
+export function specialTokensMap(cfg: Json): Record<string, string> {
+  const map: Record<string, string> = {};
+  for (const name of NAMED_SPECIAL_TOKENS) {
+    const content = tokenContent(cfg[name]);
+    if (content !== null) map[name] = content;
+  }
+  const extra = cfg.extra_special_tokens;
+  if (typeof extra === 'object' && extra !== null && !Array.isArray(extra)) {
+    for (const [name, v] of Object.entries(extra)) {
+      const content = tokenContent(v);
+      if (content !== null) map[name] = content;
+    }
+  }
+  return map;
+}
+
+/** Every token tokenizer_config declares special, as transformers' TokenizersBackend collects them. */
+function declaredSpecialTokens(cfg: Json): string[] {
+  const extra = cfg.extra_special_tokens ?? cfg.additional_special_tokens;
+  const listed = Array.isArray(extra) ? extra.map(tokenContent) : [];
+  return [...Object.values(specialTokensMap(cfg)), ...listed].filter((t): t is string => t !== null);
+}
+
+export class TextTokenizer {
+  readonly dir: string;
+  /** Named special tokens (bos_token, eos_token, ...) from tokenizer_config.json. */
+  readonly specialTokens: Readonly<Record<string, string>>;
+  private readonly tokenizer: Tokenizer;
+  private readonly specialIds: Set<number>;
+
+  private constructor(dir: string, tokenizer: Tokenizer, specialTokens: Record<string, string>, specialIds: Set<number>) {
+    this.dir = dir;
+    this.tokenizer = tokenizer;
+    this.specialTokens = specialTokens;
+    this.specialIds = specialIds;
+  }
+
+  static load(dir: string): TextTokenizer {
+    const abs = path.resolve(dir);
+    const file = path.join(abs, 'tokenizer.json');
+    if (!fs.existsSync(file)) {
+      throw new CorematchingError(
+        'tokenizer.json not found; expected a fast-tokenizer file (sentencepiece-only folders are not supported)',
+        abs,
+      );
+    }
+    const json = readJson(file) as Json;
+    const model = json.model as Json | undefined;
+    if (typeof model !== 'object' || model === null || typeof model.type !== 'string') {
+      throw new CorematchingError('model.type is missing; expected a tokenizers serialisation with a model', file);
+    }
+    const cfg = readTokenizerConfig(abs);
+    const added = mergeAddedTokens(json, cfg);
+    // Mirrors transformers: clean-up is skipped for BPE models unless explicitly forced.
+    const cleanUp =
+      cfg.clean_up_tokenization_spaces === true &&
+      (model.type !== 'BPE' || cfg.clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output === true);
+    let tokenizer: Tokenizer;
+    try {
+      tokenizer = new Tokenizer({ ...json, added_tokens: added }, { clean_up_tokenization_spaces: cleanUp });
+    } catch (err) {
+      throw new CorematchingError(`unsupported tokenizer: ${(err as Error).message}`, file);
+    }
+    const specialIds = new Set(added.filter((t) => t.special).map((t) => t.id));
+    return new TextTokenizer(abs, tokenizer, specialTokensMap(cfg), specialIds);
+  }
+
+  /** Ids as transformers' tokenizer(text) gives them; the post-processor adds BOS/EOS when asked. */
+  encode(text: string, addSpecialTokens = true): number[] {
+    return this.tokenizer.encode(text, { add_special_tokens: addSpecialTokens }).ids;
+  }
+
+  /** Ids with no token (the model's vocab can be padded past the tokenizer's) decode to nothing. */
+  decode(ids: number[], skipSpecialTokens = true): string {
+    const known = ids.filter((id) => this.tokenizer.id_to_token(id) !== undefined);
+    if (known.length === 0) return '';
+    return this.tokenizer.decode(known, { skip_special_tokens: skipSpecialTokens });
+  }
+
+  tokenId(token: string): number | undefined {
+    return this.tokenizer.token_to_id(token);
+  }
+
+  idToToken(id: number): string | undefined {
+    return this.tokenizer.id_to_token(id);
+  }
+
+  isSpecial(id: number): boolean {
+    return this.specialIds.has(id);
+  }
+
+  streamDecoder(skipSpecialTokens = true): StreamDecoder {
+    return new StreamDecoder(this, skipSpecialTokens);
+  }
+}
+
+/**
+ * tokenizer.json's added tokens, plus tokens tokenizer_config.json declares (added_tokens_decoder
+ * entries, then named and extra special tokens) that tokenizer.json lacks: transformers adds those
+ * at load time, otherwise such a token would be split into pieces. Like transformers' add_tokens,
+ * a new token takes its id from the base vocab if it is there, else the next free id; the id
+ * written in added_tokens_decoder is not used.
+ */
+function mergeAddedTokens(json: Json, cfg: Json): AddedTokenJson[] {
+  const defaults = { single_word: false, lstrip: false, rstrip: false, normalized: false, special: true };
+  const added: AddedTokenJson[] = ((json.added_tokens as AddedTokenJson[] | undefined) ?? []).map((t) => ({ ...defaults, ...t }));
+  const byContent = new Map(added.map((t) => [t.content, t]));
+  const vocab = ((json.model as Json).vocab ?? {}) as Record<string, number> | [string, number][];
+  // Unigram vocabs are [token, score] lists indexed by id; BPE/WordPiece ones are token -> id maps.
+  const vocabId = (token: string): number | undefined => {
+    if (!Array.isArray(vocab)) return Object.hasOwn(vocab, token) ? vocab[token] : undefined;
+    const i = vocab.findIndex(([t]) => t === token);
+    return i >= 0 ? i : undefined;
+  };
+  const ids = Array.isArray(vocab) ? [vocab.length - 1] : Object.values(vocab);
+  let nextId = [...ids, ...added.map((t) => t.id)].reduce((a, b) => Math.max(a, b), -1) + 1;
+
+  const declared: Partial<AddedTokenJson>[] = [];
+  const decoder = cfg.added_tokens_decoder;
+  if (typeof decoder === 'object' && decoder !== null) {
+    const entries = Object.entries(decoder as Record<string, Json>).sort(([a], [b]) => Number(a) - Number(b));
+    for (const [, tok] of entries) declared.push(tok as Partial<AddedTokenJson>);
+  }
+  for (const content of declaredSpecialTokens(cfg)) declared.push({ content, special: true });
+
+  for (const tok of declared) {
+    const content = tokenContent(tok);
+    if (content === null) continue;
+    const existing = byContent.get(content);
+    if (existing !== undefined) {
+      existing.special ||= tok.special === true;
+      continue;
+    }
+    const entry = { ...defaults, ...tok, content, id: vocabId(content) ?? nextId++ };
+    added.push(entry);
+    byContent.set(content, entry);
+  }
+  return added;
+}
+
+/**
+ * Incremental detokenisation for streaming. Each step decodes a short window of recent ids with
+ * and without the new ones and returns the difference, so decoders that depend on context (the
+ * SentencePiece leading-space strip) behave as in a full decode; text ending in an incomplete
+ * UTF-8 sequence (byte-fallback or byte-level pieces, shown as U+FFFD) is held back until complete.
+ */
+export class StreamDecoder {
+  private readonly ids: number[] = [];
+  private prefixOffset = 0;
+  private readOffset = 0;
+  private emitted = '';
+
+  constructor(
+    private readonly tokenizer: TextTokenizer,
+    private readonly skipSpecialTokens = true,
+  ) {}
+
+  /** Adds one id; returns the text that became printable (often ''). */
+  push(id: number): string {
+    this.ids.push(id);
+    const before = this.tokenizer.decode(this.ids.slice(this.prefixOffset, this.readOffset), this.skipSpecialTokens);
+    const after = this.tokenizer.decode(this.ids.slice(this.prefixOffset), this.skipSpecialTokens);
+    if (after.length <= before.length || !after.startsWith(before) || after.endsWith('\uFFFD')) return '';
+    const delta = after.slice(before.length);
+    this.prefixOffset = this.readOffset;
+    this.readOffset = this.ids.length;
+    this.emitted += delta;
+    return delta;
+  }
+
+  /** Whatever is still held back (e.g. a trailing incomplete character), once no more ids come. */
+  flush(): string {
+    const full = this.tokenizer.decode(this.ids, this.skipSpecialTokens);
+    if (!full.startsWith(this.emitted)) return '';
+    const rest = full.slice(this.emitted.length);
+    this.emitted = full;
+    return rest;
+  }
+
+  /** All text emitted so far. */
+  get text(): string {
+    return this.emitted;
+  }
+}

