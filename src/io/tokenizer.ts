@@ -73,10 +73,13 @@ export function specialTokensMap(cfg: Json): Record<string, string> {
   return map;
 }
 
-/** Every token tokenizer_config declares special, as transformers' TokenizersBackend collects them. */
+/** Every token tokenizer_config declares special, as transformers' TokenizersBackend collects them.
+ * The older additional_special_tokens list counts only when extra_special_tokens is empty. */
 function declaredSpecialTokens(cfg: Json): string[] {
-  const extra = cfg.extra_special_tokens ?? cfg.additional_special_tokens;
-  const listed = Array.isArray(extra) ? extra.map(tokenContent) : [];
+  const extra = cfg.extra_special_tokens;
+  const hasExtra = typeof extra === 'object' && extra !== null && Object.keys(extra).length > 0;
+  const list = hasExtra ? extra : cfg.additional_special_tokens;
+  const listed = Array.isArray(list) ? list.map(tokenContent) : [];
   return [...Object.values(specialTokensMap(cfg)), ...listed].filter((t): t is string => t !== null);
 }
 
