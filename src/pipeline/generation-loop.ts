@@ -60,6 +60,8 @@ async function prefill(input: LoopInput, cache: KvCache): Promise<Float32Array> 
     if (keep !== null) {
       hidden = gatherRows(hidden, keep, width);
       positions = keep.map((i) => positions[i]!);
+      // Earlier layers cached every prompt token, so their cache index is the prompt position.
+      if (policy.pruneEarlyKv) for (let earlier = 0; earlier < layer; earlier++) cache.keep(earlier, positions);
     }
     const result = await decoder.runLayer(layer, hidden, positions, cache, policy.prefillExtras(layer));
     if (result.ffnActivations) policy.afterFfn(layer, result.ffnActivations, positions.length);

@@ -28,6 +28,8 @@ export interface SparsityReport {
 
 export interface SparsityPolicy {
   readonly name: string;
+  /** When tokens are dropped, also drop them from the KV caches of the layers before. */
+  readonly pruneEarlyKv: boolean;
   begin(context: PrefillContext): void;
   /** What prefill must additionally return from `layer` for this policy. */
   prefillExtras(layer: number): LayerExtras;
@@ -45,6 +47,7 @@ export interface SparsityPolicy {
 /** Dense inference: no token is dropped and every FFN runs whole. */
 export class DensePolicy implements SparsityPolicy {
   readonly name = 'dense';
+  readonly pruneEarlyKv = false;
   private imageTokens = 0;
 
   begin(context: PrefillContext): void {
