@@ -7,9 +7,10 @@ import { compactFfn } from '../models/compact-ffn.js';
 import { KvCache } from '../models/kv-cache.js';
 import type { SparsityPolicy } from '../sparsity/policy.js';
 import { TokenSampler, type SamplingOptions } from './sampling.js';
+import { TextStream, type IncrementalDecoder } from './text-stream.js';
 
 export interface Detokenizes {
-  decode(ids: number[]): string;
+  streamDecoder(): IncrementalDecoder;
 }
 
 export interface GenerationStats {
@@ -71,12 +72,6 @@ async function prefill(input: LoopInput, cache: KvCache): Promise<Float32Array> 
   return hidden.slice((positions.length - 1) * width);
 }
 
-/** Text of `ids` that is safe to print: held back while it ends inside a multi-byte character. */
-function printable(tokenizer: Detokenizes, ids: number[]): string {
-  const text = tokenizer.decode(ids);
-  return text.endsWith('\uFFFD') ? text.slice(0, text.lastIndexOf('\uFFFD')) : text;
-}
-
 export async function generateTokens(input: LoopInput): Promise<LoopOutput> {
   const { decoder, policy } = input;
   const c = decoder.config;
@@ -102,21 +97,14 @@ export async function generateTokens(input: LoopInput): Promise<LoopOutput> {
   }
 
   const tokens: number[] = [];
-  const textIds: number[] = [];
-  let shown = '';
+  const stream = new TextStream(input.tokenizer.streamDecoder(), input.stopStrings);
   let position = input.promptIds.length;
   for (;;) {
     tokens.push(token);
     if (input.eosTokenIds.has(token)) break;
-    textIds.push(token);
-    const text = printable(input.tokenizer, textIds);
-    const stopAt = Math.min(...input.stopStrings.map((s) => text.indexOf(s)).filter((i) => i >= 0));
-    const visible = Number.isFinite(stopAt) ? text.slice(0, stopAt) : text;
-    if (visible.length > shown.length && visible.startsWith(shown)) {
-      input.onText?.(visible.slice(shown.length), token);
-      shown = visible;
-    }
-    if (Number.isFinite(stopAt) || tokens.length >= input.maxNewTokens) break;
+    const piece = stream.push(token);
+    if (piece) input.onText?.(piece, token);
+    if (stream.stopped || tokens.length >= input.maxNewTokens) break;
 
     let hidden = decoder.embed([token]);
     for (let layer = 0; layer < c.numHiddenLayers; layer++) {
@@ -126,10 +114,10 @@ export async function generateTokens(input: LoopInput): Promise<LoopOutput> {
     token = sampler.next(await decoder.logits(hidden, 1));
   }
   const t2 = performance.now();
-  const finalText = input.tokenizer.decode(textIds);
-  const stopAt = Math.min(...input.stopStrings.map((s) => finalText.indexOf(s)).filter((i) => i >= 0));
+  const rest = stream.finish();
+  if (rest) input.onText?.(rest, token);
   return {
-    text: Number.isFinite(stopAt) ? finalText.slice(0, stopAt) : finalText,
+    text: stream.text,
     tokens,
     stats: {
       promptTokenCount: input.promptIds.length,

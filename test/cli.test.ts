@@ -1,0 +1,75 @@
+/** The `corematching run` command as a user runs it: exit codes, JSON output, one-line errors. */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { fixturePath } from './helpers.js';
+
+const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+const model = fixturePath('models', 'clip-llama');
+const photo = fixturePath('photos', 'chelsea.png');
+
+function run(...args: string[]) {
+  const r = spawnSync(process.execPath, [cli, 'run', ...args], { encoding: 'utf8' });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+test('--json prints exactly one JSON object with the generated tokens', () => {
+  const r = run('--model', model, '--image', photo, '--prompt', 'What is shown in this image?', '--max-new-tokens', '5', '--json');
+  assert.equal(r.status, 0, r.stderr);
+  const lines = r.stdout.trim().split('\n');
+  assert.equal(lines.length, 1);
+  const out = JSON.parse(lines[0]!);
+  assert.equal(out.imageTokens, 64);
+  assert.equal(out.tokens.length, 5);
+  assert.equal(typeof out.text, 'string');
+  assert.ok(out.promptTokens.filter((id: number) => id === 32000).length === 64);
+  for (const key of ['preprocessMs', 'visionMs', 'prefillMs', 'firstTokenMs', 'decodeTokensPerSecond']) assert.equal(typeof out.stats[key], 'number', key);
+});
+
+test('streams text to stdout and stats to stderr', () => {
+  const r = run('--model', model, '--image', photo, '--prompt', 'Hi', '--max-new-tokens', '3');
+  assert.equal(r.status, 0, r.stderr);
+  assert.ok(r.stdout.length > 1);
+  assert.match(r.stderr, /decode .* tokens\/s/);
+});
+
+test('sampling with a seed reproduces', () => {
+  const args = ['--model', model, '--image', photo, '--prompt', 'Hi', '--max-new-tokens', '6', '--temperature', '1.5', '--top-p', '0.9', '--seed', '7', '--json'];
+  const a = JSON.parse(run(...args).stdout);
+  const b = JSON.parse(run(...args).stdout);
+  assert.deepEqual(a.tokens, b.tokens);
+});
+
+const errors: [string, string[], RegExp][] = [
+  ['missing model folder', ['--model', '/no/such/model', '--image', photo, '--prompt', 'x'], /\/no\/such\/model: .*does not exist/],
+  ['missing image', ['--model', model, '--image', '/no/such.png', '--prompt', 'x'], /\/no\/such\.png/],
+  ['not an image', ['--model', model, '--image', fixturePath('models', 'clip-llama', 'config.json'), '--prompt', 'x'], /config\.json: not a readable image/],
+  ['two image placeholders', ['--model', model, '--image', photo, '--prompt', 'USER: <image> <image> ASSISTANT:', '--raw-prompt'], /exactly one <image>.*found 2/],
+  ['no image placeholder', ['--model', model, '--image', photo, '--prompt', 'USER: hi ASSISTANT:', '--raw-prompt'], /exactly one <image>.*found 0/],
+  ['bad number', ['--model', model, '--image', photo, '--prompt', 'x', '--max-new-tokens', 'many'], /max-new-tokens.*positive integer/],
+  ['bad top-p', ['--model', model, '--image', photo, '--prompt', 'x', '--top-p', '2'], /top-p.*\(0, 1\]/],
+];
+for (const [name, args, pattern] of errors) {
+  test(`bad input gives a one-line error: ${name}`, () => {
+    const r = run(...args);
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, pattern);
+    assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+  });
+}
+
+test('a prompt longer than the context is refused', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cm-ctx-'));
+  fs.cpSync(model, dir, { recursive: true });
+  const config = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8'));
+  config.text_config.max_position_embeddings = 40;
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config));
+  const r = run('--model', dir, '--image', photo, '--prompt', 'x');
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /the prompt is \d+ tokens .*context is 40 tokens/);
+  fs.rmSync(dir, { recursive: true });
+});
