@@ -1,0 +1,42 @@
+/** Policies by name (design doc section 5): what the CLI's --policy and the library accept. */
+import { CorematchingError } from '../io/errors.js';
+import { DensePolicy, type SparsityPolicy } from './policy.js';
+import { CoreMatchingPolicy } from './corematching.js';
+import { FastVPolicy } from './fastv.js';
+import { ProjectionPolicy, type AttentionGeometry } from './projection.js';
+import { RandomPolicy } from './random.js';
+import { checkLayers, resolvePolicyOptions, type PolicyOptions } from './options.js';
+
+export const POLICY_NAMES = ['dense', 'corematching', 'corematching-tokens', 'corematching-neurons', 'fastv', 'projection', 'random'] as const;
+export type PolicyName = (typeof POLICY_NAMES)[number];
+
+/**
+ * A fresh policy. `numLayers` (the decoder's layer count) lets option errors such as a tokenLayer
+ * past the last layer surface before any work; `geometry` serves the projection policy when the
+ * prefill context does not carry the key/value head layout.
+ */
+export function createPolicy(name: string, options: Partial<PolicyOptions> = {}, numLayers?: number, geometry?: AttentionGeometry): SparsityPolicy {
+  if (!(POLICY_NAMES as readonly string[]).includes(name)) {
+    throw new CorematchingError(`unknown policy "${name}"; expected one of ${POLICY_NAMES.join(', ')}`);
+  }
+  const resolved = resolvePolicyOptions(options);
+  const tokens = name !== 'dense' && name !== 'corematching-neurons';
+  const neurons = name === 'corematching' || name === 'corematching-neurons';
+  if (numLayers !== undefined) checkLayers(resolved, numLayers, tokens, neurons);
+  switch (name as PolicyName) {
+    case 'dense':
+      return new DensePolicy();
+    case 'corematching':
+      return new CoreMatchingPolicy(resolved, { tokens: true, neurons: true });
+    case 'corematching-tokens':
+      return new CoreMatchingPolicy(resolved, { tokens: true, neurons: false });
+    case 'corematching-neurons':
+      return new CoreMatchingPolicy(resolved, { tokens: false, neurons: true });
+    case 'fastv':
+      return new FastVPolicy(resolved);
+    case 'projection':
+      return new ProjectionPolicy(resolved, geometry);
+    case 'random':
+      return new RandomPolicy(resolved);
+  }
+}

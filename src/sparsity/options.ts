@@ -1,0 +1,200 @@
+/**
+ * Options of the sparsity policies (design doc sections 1-5), their defaults, their validation,
+ * and the parser for the CLI's string flags. Checks that need the model (layer counts) run in
+ * `checkLayers`, those that need the prompt (image-token count, prompt length) in `begin()`.
+ */
+import { CorematchingError } from '../io/errors.js';
+import { validateBudget, type Budget } from './knee.js';
+
+export type Reference = 'last' | 'text' | 'all' | number;
+export type Match = 'active' | 'core';
+export type NeuronLayers = 'middle' | 'all' | number[];
+
+export interface PolicyOptions {
+  /** Share of a token's positive activations in its core set, (0, 1]. */
+  rho: number;
+  /** Share of the FFN width in a sentence's core set, (0, 1]. */
+  beta: number;
+  /** Layers that see every token; selection uses layer tokenLayer - 1. Integer in 1 .. N-1. */
+  tokenLayer: number;
+  /** Tokens whose core neurons form the reference set R. */
+  reference: Reference;
+  /** Image-token score: |A+(x) ∩ R| ('active') or |C_rho(x) ∩ R| ('core'). */
+  match: Match;
+  /** 'knee', an integer count K >= 1, or a fraction in (0, 1) of the image tokens. */
+  budget: Budget;
+  /** With the knee budget, keep at least this many image tokens. */
+  minKeep: number;
+  /** Layers that decode with core neurons. */
+  neuronLayers: NeuronLayers;
+  /** Drop pruned tokens from the KV caches of layers 0 .. tokenLayer-1 too. */
+  pruneEarlyKv: boolean;
+  /** Seed of the random policy. */
+  seed: number;
+  /** Also report the core-neuron indices of every sparse layer (SparsityReport.coreNeuronIndices). */
+  reportNeuronIndices: boolean;
+}
+
+export const DEFAULT_POLICY_OPTIONS: Readonly<PolicyOptions> = Object.freeze({
+  rho: 0.2,
+  beta: 0.4,
+  tokenLayer: 2,
+  reference: 'last',
+  match: 'active',
+  budget: 'knee',
+  minKeep: 1,
+  neuronLayers: 'middle',
+  pruneEarlyKv: false,
+  seed: 0,
+  reportNeuronIndices: false,
+});
+
+const OPTION_NAMES = Object.keys(DEFAULT_POLICY_OPTIONS) as (keyof PolicyOptions)[];
+
+const show = (value: unknown) => (typeof value === 'string' ? `"${value}"` : Array.isArray(value) ? `[${value.join(', ')}]` : String(value));
+
+function fail(option: string, value: unknown, expected: string): never {
+  throw new CorematchingError(`${option} must be ${expected}, got ${show(value)}`);
+}
+
+const isInt = (x: unknown): x is number => typeof x === 'number' && Number.isSafeInteger(x);
+
+/** Fills in defaults and validates every option that does not depend on the model or the prompt. */
+export function resolvePolicyOptions(options: Partial<PolicyOptions> = {}): PolicyOptions {
+  for (const key of Object.keys(options)) {
+    if (!OPTION_NAMES.includes(key as keyof PolicyOptions)) {
+      throw new CorematchingError(`unknown sparsity option "${key}"; expected one of ${OPTION_NAMES.join(', ')}`);
+    }
+  }
+  const defined = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined));
+  const o: PolicyOptions = { ...DEFAULT_POLICY_OPTIONS, ...defined };
+  const unitInterval = (name: string, x: unknown) => {
+    if (typeof x !== 'number' || !(x > 0 && x <= 1)) fail(name, x, 'a number in (0, 1]');
+  };
+  unitInterval('rho', o.rho);
+  unitInterval('beta', o.beta);
+  if (!isInt(o.tokenLayer) || o.tokenLayer < 1) fail('tokenLayer', o.tokenLayer, 'an integer >= 1 (the number of layers that see every token)');
+  if (!(o.reference === 'last' || o.reference === 'text' || o.reference === 'all' || isInt(o.reference))) {
+    fail('reference', o.reference, "'last', 'text', 'all' or an integer prompt position (negative counts from the end)");
+  }
+  if (o.match !== 'active' && o.match !== 'core') fail('match', o.match, "'active' or 'core'");
+  validateBudget(o.budget);
+  if (!isInt(o.minKeep) || o.minKeep < 1) fail('minKeep', o.minKeep, 'an integer >= 1');
+  const layers = o.neuronLayers;
+  if (!(layers === 'middle' || layers === 'all' || (Array.isArray(layers) && layers.every((l) => isInt(l) && l >= 0)))) {
+    fail('neuronLayers', layers, "'middle', 'all' or a list of layer indices >= 0");
+  }
+  if (typeof o.pruneEarlyKv !== 'boolean') fail('pruneEarlyKv', o.pruneEarlyKv, 'true or false');
+  if (!isInt(o.seed) || o.seed < 0 || o.seed > 0xffffffff) fail('seed', o.seed, 'an integer in 0 .. 4294967295');
+  if (typeof o.reportNeuronIndices !== 'boolean') fail('reportNeuronIndices', o.reportNeuronIndices, 'true or false');
+  return { ...o, neuronLayers: Array.isArray(layers) ? [...new Set(layers)].sort((a, b) => a - b) : layers };
+}
+
+/** Checks the options that depend on the decoder's layer count. */
+export function checkLayers(o: PolicyOptions, numLayers: number, usesTokens: boolean, usesNeurons: boolean): void {
+  if (usesTokens && o.tokenLayer >= numLayers) {
+    throw new CorematchingError(
+      `tokenLayer ${o.tokenLayer} is past the last layer: the model has ${numLayers} decoder layers, expected 1 .. ${numLayers - 1}`,
+    );
+  }
+  if (usesNeurons && Array.isArray(o.neuronLayers)) {
+    const bad = o.neuronLayers.filter((l) => l >= numLayers);
+    if (bad.length > 0) {
+      throw new CorematchingError(`neuronLayers [${o.neuronLayers.join(', ')}] names layer ${bad[0]}, but the model has ${numLayers} decoder layers (0 .. ${numLayers - 1})`);
+    }
+  }
+}
+
+/** The layers that decode with core neurons, ascending. `middle` is floor(3N/16) <= l < floor(27N/32). */
+export function neuronLayerIndices(layers: NeuronLayers, numLayers: number): number[] {
+  if (layers === 'all') return Array.from({ length: numLayers }, (_, i) => i);
+  if (layers === 'middle') {
+    const from = Math.floor((3 * numLayers) / 16);
+    const to = Math.floor((27 * numLayers) / 32);
+    return Array.from({ length: Math.max(0, to - from) }, (_, i) => from + i);
+  }
+  return layers.filter((l) => l < numLayers);
+}
+
+/** The prompt position of an integer reference (negative counts from the end); an error when outside the prompt. */
+export function referencePosition(reference: number, promptLength: number): number {
+  const p = reference < 0 ? promptLength + reference : reference;
+  if (p < 0 || p >= promptLength) {
+    throw new CorematchingError(`reference ${reference} is outside the prompt of ${promptLength} tokens; expected -${promptLength} .. ${promptLength - 1}`);
+  }
+  return p;
+}
+
+// ---------------------------------------------------------------------------------------------
+// CLI strings
+
+type Raw = Record<string, string | boolean | undefined>;
+
+const NUMBER = /^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$/;
+
+function number(flag: string, value: string | boolean, expected: string): number {
+  if (typeof value !== 'string' || !NUMBER.test(value.trim())) fail(flag, value, expected);
+  return Number(value);
+}
+
+function integer(flag: string, value: string | boolean, expected: string): number {
+  const n = number(flag, value, expected);
+  if (!Number.isSafeInteger(n)) fail(flag, value, expected);
+  return n;
+}
+
+function flagValue(raw: Raw, camel: string): string | boolean | undefined {
+  const kebab = camel.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+  return raw[camel] ?? raw[kebab];
+}
+
+/**
+ * Parses the CLI flags --rho --beta --token-layer --reference --match --budget --min-keep
+ * --neuron-layers (middle|all|comma list) --prune-early-kv --seed (keys camelCase as commander
+ * gives them, or kebab-case) and validates the result. Absent flags take the defaults.
+ */
+export function parsePolicyOptions(raw: Raw): PolicyOptions {
+  const o: Partial<PolicyOptions> = {};
+  const get = (camel: string) => flagValue(raw, camel);
+  let v: string | boolean | undefined;
+  if ((v = get('rho')) !== undefined) o.rho = number('--rho', v, 'a number in (0, 1]');
+  if ((v = get('beta')) !== undefined) o.beta = number('--beta', v, 'a number in (0, 1]');
+  if ((v = get('tokenLayer')) !== undefined) o.tokenLayer = integer('--token-layer', v, 'an integer >= 1');
+  if ((v = get('reference')) !== undefined) {
+    o.reference = v === 'last' || v === 'text' || v === 'all' ? v : integer('--reference', v, "'last', 'text', 'all' or an integer prompt position");
+  }
+  if ((v = get('match')) !== undefined) {
+    if (v !== 'active' && v !== 'core') fail('--match', v, "'active' or 'core'");
+    o.match = v;
+  }
+  if ((v = get('budget')) !== undefined) {
+    o.budget = v === 'knee' ? 'knee' : number('--budget', v, "'knee', an integer K >= 1 or a fraction in (0, 1)");
+  }
+  if ((v = get('minKeep')) !== undefined) o.minKeep = integer('--min-keep', v, 'an integer >= 1');
+  if ((v = get('neuronLayers')) !== undefined) {
+    if (v === 'middle' || v === 'all') o.neuronLayers = v;
+    else {
+      const expected = "'middle', 'all' or a comma-separated list of layer indices";
+      if (typeof v !== 'string' || v.trim() === '') fail('--neuron-layers', v, expected);
+      o.neuronLayers = v.split(',').map((part) => integer('--neuron-layers', part.trim(), expected));
+    }
+  }
+  if ((v = get('pruneEarlyKv')) !== undefined) {
+    if (v === true || v === 'true') o.pruneEarlyKv = true;
+    else if (v === false || v === 'false') o.pruneEarlyKv = false;
+    else fail('--prune-early-kv', v, 'true or false');
+  }
+  if ((v = get('seed')) !== undefined) o.seed = integer('--seed', v, 'an integer in 0 .. 4294967295');
+  if ((v = get('reportNeuronIndices')) !== undefined) o.reportNeuronIndices = v === true || v === 'true';
+  try {
+    return resolvePolicyOptions(o);
+  } catch (e) {
+    // Name the flag rather than the option key in CLI errors.
+    if (e instanceof CorematchingError) {
+      const key = e.message.split(' ')[0]!;
+      const flag = `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+      throw new CorematchingError(e.message.replace(key, flag));
+    }
+    throw e;
+  }
+}
