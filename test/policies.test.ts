@@ -43,8 +43,9 @@ interface Run {
 }
 
 /** What generation-loop.ts does with a policy, with synthetic layer outputs. */
-function drive(policy: SparsityPolicy, s: Shape = SHAPE): Run {
-  policy.begin({ numLayers: s.numLayers, promptLength: s.promptLength, imageStart: s.imageStart, imageTokens: s.imageTokens, intermediateSize: s.D });
+function drive(policy: SparsityPolicy, s: Shape = SHAPE, withHeads = false): Run {
+  const heads = withHeads ? { numAttentionHeads: s.heads, numKeyValueHeads: s.kvHeads, headDim: s.headDim } : {};
+  policy.begin({ numLayers: s.numLayers, promptLength: s.promptLength, imageStart: s.imageStart, imageTokens: s.imageTokens, intermediateSize: s.D, ...heads });
   let positions = Array.from({ length: s.promptLength }, (_, i) => i);
   const seenByLayer: number[][] = [];
   for (let l = 0; l < s.numLayers; l++) {
@@ -240,6 +241,11 @@ describe('attention policies', () => {
       assert.deepEqual(run.keptPositions, promptWith(budgetPick(scores, budget, 1)));
     });
   }
+  test('projection reads the head layout from the prefill context', () => {
+    const fromContext = createPolicy('projection', { tokenLayer: 2, budget: 6 }, 4);
+    const fromConstructor = new ProjectionPolicy({ tokenLayer: 2, budget: 6 }, { numKeyValueHeads: SHAPE.kvHeads, headDim: SHAPE.headDim });
+    assert.deepEqual(drive(fromContext, SHAPE, true).keptPositions, drive(fromConstructor).keptPositions);
+  });
   test('projection without the head layout is an error', () => {
     assert.throws(() => drive(createPolicy('projection', { tokenLayer: 2 }, 4)), /key\/value heads/);
   });
