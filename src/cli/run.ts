@@ -5,6 +5,9 @@ import { VisionLanguageModel } from '../pipeline/vision-language-model.js';
 import type { SamplingOptions } from '../pipeline/sampling.js';
 import { collect, nonNegativeInt, positiveInt, positiveNumber, probability } from './options.js';
 import { defaultModelDir } from './default-model.js';
+import { CorematchingError } from '../io/errors.js';
+import { POLICY_NAMES, type PolicyName } from '../sparsity/create-policy.js';
+import { parsePolicyOptions } from '../sparsity/options.js';
 
 interface RunOptions {
   model?: string;
@@ -20,10 +23,13 @@ interface RunOptions {
   rawPrompt?: boolean;
   stop: string[];
   json?: boolean;
+  policy: string;
+  reportNeurons?: boolean;
 }
 
 function samplingOptions(o: RunOptions): SamplingOptions {
-  const sampled = !o.greedy && (o.temperature !== undefined || o.topK !== undefined || o.topP !== undefined || o.seed !== undefined);
+  // --seed alone also seeds the random policy, so only a sampling parameter turns sampling on.
+  const sampled = !o.greedy && (o.temperature !== undefined || o.topK !== undefined || o.topP !== undefined);
   if (!sampled) return {};
   return {
     doSample: true,
@@ -67,7 +73,22 @@ export function runCommand(program: Command): void {
     .option('--raw-prompt', 'use the prompt verbatim (it must contain one <image>)')
     .option('--stop <text>', 'stop when the output contains this text (repeatable)', collect, [])
     .option('--json', 'print one JSON object with text, tokens and stats instead of streaming')
+    .option('--policy <name>', `sparsity policy: ${POLICY_NAMES.join(', ')}`, 'dense')
+    .option('--rho <r>', 'share of a token\'s positive activations in its core neurons, (0, 1] (default 0.2)')
+    .option('--beta <b>', 'share of the FFN width in a sentence\'s core neurons, (0, 1] (default 0.4)')
+    .option('--token-layer <l>', 'layers that see every token; selection reads layer l-1 (default 2)')
+    .option('--reference <r>', 'reference tokens for core-token matching: last, text, all or a prompt position (default last)')
+    .option('--match <m>', 'image-token score: active or core (default active)')
+    .option('--budget <b>', 'kept image tokens: knee, a count K, or a fraction (default knee)')
+    .option('--min-keep <n>', 'with the knee budget, keep at least n image tokens (default 1)')
+    .option('--neuron-layers <l>', 'layers decoding with core neurons: middle, all or a comma list (default middle)')
+    .option('--prune-early-kv', 'also drop pruned tokens from the KV cache of the first layers')
+    .option('--report-neurons', 'with --json, list the core-neuron indices of every sparse layer')
     .action(async (o: RunOptions) => {
+      const policyOptions = parsePolicyOptions({ ...(o as unknown as Record<string, string | boolean | undefined>), reportNeuronIndices: o.reportNeurons === true });
+      if (!(POLICY_NAMES as readonly string[]).includes(o.policy)) {
+        throw new CorematchingError(`unknown policy "${o.policy}"; expected one of ${POLICY_NAMES.join(', ')}`);
+      }
       const vlm = await loadWithProgress(o.model ?? defaultModelDir(), o.threads, o.json === true);
       const result = await vlm.generate({
         image: o.image,
@@ -76,6 +97,8 @@ export function runCommand(program: Command): void {
         maxNewTokens: o.maxNewTokens,
         sampling: samplingOptions(o),
         stopStrings: o.stop,
+        policy: o.policy as PolicyName,
+        policyOptions,
         ...(o.json ? {} : { onText: (text: string) => process.stdout.write(text) }),
       });
       if (o.json) {
@@ -85,8 +108,10 @@ export function runCommand(program: Command): void {
       }
       process.stdout.write('\n');
       const s = result.stats;
+      const sp = result.sparsity;
+      const sparse = sp.policy === 'dense' ? '' : `${sp.policy}: kept ${sp.keptImageTokens.length}/${sp.imageTokens} image tokens, ${Object.keys(sp.coreNeurons).length} layers decode with core neurons; `;
       process.stderr.write(
-        `[${s.promptTokenCount} prompt tokens (${result.imageTokens} image), ${s.newTokenCount} new] ` +
+        `[${s.promptTokenCount} prompt tokens (${result.imageTokens} image), ${s.newTokenCount} new] ${sparse}` +
           `preprocess ${s.preprocessMs.toFixed(0)} ms, vision ${s.visionMs.toFixed(0)} ms, prefill ${s.prefillMs.toFixed(0)} ms, ` +
           `first token ${s.firstTokenMs.toFixed(0)} ms, decode ${s.decodeTokensPerSecond.toFixed(1)} tokens/s\n`,
       );

@@ -37,10 +37,21 @@ export interface LoopInput {
   onText?: (text: string, tokenId: number) => void;
 }
 
+/** What each layer processed, for FLOP accounting. */
+export interface LayerWork {
+  /** Tokens each layer processed in prefill. */
+  prefillTokens: number[];
+  /** Tokens each layer held in its KV cache when decoding began. */
+  cachedTokens: number[];
+  /** FFN neurons each layer used while decoding. */
+  ffnWidths: number[];
+}
+
 export interface LoopOutput {
   text: string;
   tokens: number[];
   stats: GenerationStats;
+  work: LayerWork;
 }
 
 function gatherRows(data: Float32Array, rows: readonly number[], width: number): Float32Array {
@@ -50,7 +61,7 @@ function gatherRows(data: Float32Array, rows: readonly number[], width: number):
 }
 
 /** Runs every layer over the prompt; returns the last position's hidden state. */
-async function prefill(input: LoopInput, cache: KvCache): Promise<Float32Array> {
+async function prefill(input: LoopInput, cache: KvCache, tokensPerLayer: number[]): Promise<Float32Array> {
   const { decoder, policy } = input;
   const width = decoder.config.hiddenSize;
   let hidden = decoder.embed(input.promptIds);
@@ -64,6 +75,7 @@ async function prefill(input: LoopInput, cache: KvCache): Promise<Float32Array> 
       // Earlier layers cached every prompt token, so their cache index is the prompt position.
       if (policy.pruneEarlyKv) for (let earlier = 0; earlier < layer; earlier++) cache.keep(earlier, positions);
     }
+    tokensPerLayer.push(positions.length);
     const result = await decoder.runLayer(layer, hidden, positions, cache, policy.prefillExtras(layer));
     if (result.ffnActivations) policy.afterFfn(layer, result.ffnActivations, positions.length);
     if (result.lastAttention) policy.afterAttention(layer, result.lastAttention, cache.values(layer));
@@ -82,18 +94,26 @@ export async function generateTokens(input: LoopInput): Promise<LoopOutput> {
     imageStart: input.imageStart,
     imageTokens: input.imageTokens,
     intermediateSize: c.intermediateSize,
+    numAttentionHeads: c.numAttentionHeads,
+    numKeyValueHeads: c.numKeyValueHeads,
+    headDim: c.headDim,
   });
   const sampler = new TokenSampler(input.sampling);
 
   const t0 = performance.now();
-  const last = await prefill(input, cache);
+  const prefillTokens: number[] = [];
+  const last = await prefill(input, cache, prefillTokens);
   let token = sampler.next(await decoder.logits(last, 1));
   const t1 = performance.now();
 
   const ffns: (FfnWeights | undefined)[] = [];
+  const ffnWidths: number[] = [];
+  const cachedTokens: number[] = [];
   for (let layer = 0; layer < c.numHiddenLayers; layer++) {
     const neurons = policy.decodeNeurons(layer);
     ffns.push(neurons === null ? undefined : compactFfn(decoder.ffnWeights(layer), neurons, c.hiddenSize));
+    ffnWidths.push(neurons === null ? c.intermediateSize : neurons.length);
+    cachedTokens.push(cache.length(layer));
   }
 
   const tokens: number[] = [];
@@ -119,6 +139,7 @@ export async function generateTokens(input: LoopInput): Promise<LoopOutput> {
   return {
     text: stream.text,
     tokens,
+    work: { prefillTokens, cachedTokens, ffnWidths },
     stats: {
       promptTokenCount: input.promptIds.length,
       newTokenCount: tokens.length,

@@ -15,8 +15,11 @@ import { ImageProcessor } from '../io/image-processor.js';
 import type { LlavaConfig } from '../io/model-config.js';
 import { TextTokenizer } from '../io/tokenizer.js';
 import { LlavaModel } from '../models/llava.js';
-import { DensePolicy, type SparsityPolicy, type SparsityReport } from '../sparsity/policy.js';
-import { generateTokens, type GenerationStats } from './generation-loop.js';
+import { decodeStepFlops, prefillFlops, visionFlops } from '../models/flops.js';
+import { createPolicy, type PolicyName } from '../sparsity/create-policy.js';
+import type { PolicyOptions } from '../sparsity/options.js';
+import type { SparsityPolicy, SparsityReport } from '../sparsity/policy.js';
+import { generateTokens, type GenerationStats, type LayerWork } from './generation-loop.js';
 import { encodePrompt } from './prompt.js';
 import { validateSampling, type SamplingOptions } from './sampling.js';
 
@@ -42,7 +45,16 @@ export interface GenerateOptions {
   stopStrings?: string[];
   /** Receives each piece of text as soon as it is printable, with the token id that completed it. */
   onText?: (text: string, tokenId: number) => void;
-  policy?: SparsityPolicy;
+  /** A policy name (default 'dense') or a policy object; a fresh object per call. */
+  policy?: PolicyName | SparsityPolicy;
+  /** Options of a policy given by name (rho, beta, tokenLayer, budget, ...). */
+  policyOptions?: Partial<PolicyOptions>;
+}
+
+export interface PhaseFlops {
+  vision: number;
+  prefill: number;
+  decodeStep: number;
 }
 
 export interface GenerateResult {
@@ -52,7 +64,7 @@ export interface GenerateResult {
   promptTokens: number[];
   imageTokens: number;
   stats: GenerationStats & { preprocessMs: number; visionMs: number; firstTokenMs: number };
-  sparsity: SparsityReport;
+  sparsity: SparsityReport & { flops: PhaseFlops; denseFlops: PhaseFlops };
 }
 
 /** Chat template used when a LLaVA folder ships none (LLaVA-1.5's conversation format). */
@@ -122,7 +134,9 @@ export class VisionLanguageModel {
     if (prompt.ids.length >= context) {
       throw new CorematchingError(`the prompt is ${prompt.ids.length} tokens (${imageTokens} of them image tokens); the model's context is ${context} tokens`);
     }
-    const policy = options.policy ?? new DensePolicy();
+    const c = this.config.text;
+    const policy =
+      typeof options.policy === 'object' ? options.policy : createPolicy(options.policy ?? 'dense', options.policyOptions ?? {}, c.numHiddenLayers, c);
     const eos = new Set(options.ignoreEos ? [] : [...this.config.text.eosTokenIds, ...this.generationConfig.eosTokenIds]);
     const generated = await generateTokens({
       decoder: this.model.decoder,
@@ -144,7 +158,18 @@ export class VisionLanguageModel {
       promptTokens: prompt.ids,
       imageTokens,
       stats: { ...generated.stats, preprocessMs: t1 - t0, visionMs: t2 - t1, firstTokenMs: t2 - t0 + generated.stats.prefillMs },
-      sparsity: policy.report(),
+      sparsity: { ...policy.report(), ...this.flops(prompt.ids.length, generated.work) },
+    };
+  }
+
+  /** FLOPs of this request as run, and of the same request run dense. */
+  private flops(promptLength: number, work: LayerWork): { flops: PhaseFlops; denseFlops: PhaseFlops } {
+    const t = this.config.text;
+    const vision = visionFlops(this.config);
+    const all = Array<number>(t.numHiddenLayers).fill(promptLength);
+    return {
+      flops: { vision, prefill: prefillFlops(t, work.prefillTokens), decodeStep: decodeStepFlops(t, work.cachedTokens, work.ffnWidths) },
+      denseFlops: { vision, prefill: prefillFlops(t, all), decodeStep: decodeStepFlops(t, all) },
     };
   }
 }

@@ -15,6 +15,10 @@ export interface PrefillContext {
   imageTokens: number;
   /** FFN width of every decoder layer. */
   intermediateSize: number;
+  /** Attention layout, to split cached values into heads (the engine always provides it). */
+  numAttentionHeads?: number;
+  numKeyValueHeads?: number;
+  headDim?: number;
 }
 
 export interface SparsityReport {
