@@ -1,6 +1,7 @@
 /**
- * Dense benchmark: vision, prefill and decode of this engine beside PyTorch transformers on the
- * same checkpoint, in one run, as ratios. Prints a table and writes JSON.
+ * The benchmark: vision, prefill and decode of this engine, dense and under each sparsity policy,
+ * beside PyTorch transformers (dense) on the same checkpoint, all in one run, reported as ratios.
+ * Prints markdown tables and writes JSON.
  *
  *   npm run bench -- --model bench/models/llava-qwen-0.5b-shape
  */
@@ -9,37 +10,75 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Command } from 'commander';
-import { decodeImage } from '../src/io/image.js';
-import { decodeWeightBytes, prefillFlops, visionFlops } from '../src/models/flops.js';
-import { VisionLanguageModel } from '../src/pipeline/vision-language-model.js';
+import { decodeImage, type RgbImage } from '../src/io/image.js';
+import { decodeWeightBytes } from '../src/models/flops.js';
+import type { PolicyName } from '../src/sparsity/create-policy.js';
+import type { PolicyOptions } from '../src/sparsity/options.js';
+import { VisionLanguageModel, type GenerateResult } from '../src/pipeline/vision-language-model.js';
 import { measureCeilings } from './ceilings.js';
 
-interface Phases {
+interface Case {
+  label: string;
+  policy: PolicyName;
+  options: Partial<PolicyOptions>;
+}
+
+interface Measured {
+  label: string;
   visionS: number;
   prefillS: number;
+  firstTokenS: number;
+  decodeTokensPerS: number;
+  /** vision + prefill + all decoded tokens. */
+  endToEndS: number;
+  keptImageTokens: number;
+  coreNeuronLayers: number;
+  flops: GenerateResult['sparsity']['flops'];
+  denseFlops: GenerateResult['sparsity']['denseFlops'];
+  decodeWeightBytes: number;
+}
+
+const CASES: Case[] = [
+  { label: 'dense', policy: 'dense', options: {} },
+  { label: 'corematching-tokens (knee)', policy: 'corematching-tokens', options: {} },
+  { label: 'corematching-neurons', policy: 'corematching-neurons', options: {} },
+  { label: 'corematching (knee)', policy: 'corematching', options: {} },
+  { label: 'corematching (64)', policy: 'corematching', options: { budget: 64 } },
+  { label: 'fastv (64)', policy: 'fastv', options: { budget: 64 } },
+];
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+async function measure(vlm: VisionLanguageModel, image: RgbImage, prompt: string, c: Case, newTokens: number, repeats: number): Promise<Measured> {
+  const run = () => vlm.generate({ image, prompt, maxNewTokens: newTokens, ignoreEos: true, policy: c.policy, policyOptions: c.options });
+  await vlm.generate({ image, prompt, maxNewTokens: 2, ignoreEos: true, policy: c.policy, policyOptions: c.options }); // warm-up
+  const runs: GenerateResult[] = [];
+  for (let i = 0; i < repeats; i++) runs.push(await run());
+  const s = (f: (r: GenerateResult) => number) => median(runs.map(f));
+  const last = runs[runs.length - 1]!;
+  const widths = Array.from({ length: vlm.config.text.numHiddenLayers }, (_, l) => last.sparsity.coreNeurons[l] ?? vlm.config.text.intermediateSize);
+  return {
+    label: c.label,
+    visionS: s((r) => r.stats.visionMs) / 1000,
+    prefillS: s((r) => r.stats.prefillMs) / 1000,
+    firstTokenS: s((r) => r.stats.firstTokenMs) / 1000,
+    decodeTokensPerS: s((r) => r.stats.decodeTokensPerSecond),
+    endToEndS: s((r) => r.stats.visionMs + r.stats.prefillMs + r.stats.decodeMs) / 1000,
+    keptImageTokens: last.sparsity.keptImageTokens.length,
+    coreNeuronLayers: Object.keys(last.sparsity.coreNeurons).length,
+    flops: last.sparsity.flops,
+    denseFlops: last.sparsity.denseFlops,
+    decodeWeightBytes: decodeWeightBytes(vlm.config.text, widths),
+  };
+}
+
+interface PytorchPhases {
+  visionS: number;
   visionPrefillS: number;
   decodeTokensPerS: number;
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-
-async function benchEngine(vlm: VisionLanguageModel, image: string, prompt: string, newTokens: number, repeats: number): Promise<Phases & { promptTokens: number }> {
-  const rgb = await decodeImage(image);
-  await vlm.generate({ image: rgb, prompt, maxNewTokens: 2, ignoreEos: true }); // warm-up: sessions, caches
-  const runs = [];
-  for (let i = 0; i < repeats; i++) runs.push(await vlm.generate({ image: rgb, prompt, maxNewTokens: newTokens, ignoreEos: true }));
-  const visionS = median(runs.map((r) => r.stats.visionMs)) / 1000;
-  const prefillS = median(runs.map((r) => r.stats.prefillMs)) / 1000;
-  return {
-    visionS,
-    prefillS,
-    visionPrefillS: median(runs.map((r) => r.stats.visionMs + r.stats.prefillMs)) / 1000,
-    decodeTokensPerS: median(runs.map((r) => r.stats.decodeTokensPerSecond)),
-    promptTokens: runs[0]!.promptTokens.length,
-  };
-}
-
-function benchPytorch(model: string, image: string, prompt: string, newTokens: number, repeats: number, threads: number): Phases {
+function benchPytorch(model: string, image: string, prompt: string, newTokens: number, repeats: number, threads: number): PytorchPhases {
   const out = path.join(os.tmpdir(), `corematching-pytorch-${process.pid}.json`);
   // This machine's shell sets OPENBLAS_CORETYPE, which halves PyTorch's CPU speed: unset it for
   // this command only, as machine-facts.md prescribes.
@@ -49,52 +88,74 @@ function benchPytorch(model: string, image: string, prompt: string, newTokens: n
   const args = ['bench/pytorch_bench.py', '--model', model, '--image', image, '--prompt', prompt, '--new-tokens', String(newTokens), '--repeats', String(repeats), '--threads', String(threads), '--json', out];
   const run = spawnSync('python3', args, { env, stdio: ['ignore', 'inherit', 'inherit'] });
   if (run.status !== 0) throw new Error(`PyTorch benchmark failed (python3 ${args.join(' ')})`);
-  const r = JSON.parse(fs.readFileSync(out, 'utf8')) as { vision_s: number; vision_prefill_s: number; decode_tokens_per_s: number };
-  return { visionS: r.vision_s, prefillS: r.vision_prefill_s - r.vision_s, visionPrefillS: r.vision_prefill_s, decodeTokensPerS: r.decode_tokens_per_s };
+  const r = JSON.parse(fs.readFileSync(out, 'utf8')) as { vision_s: number; vision_prefill_s: number; decode_tok_s: number };
+  return { visionS: r.vision_s, visionPrefillS: r.vision_prefill_s, decodeTokensPerS: r.decode_tok_s };
 }
 
 const program = new Command()
   .option('--model <dir>', 'checkpoint folder', 'bench/models/llava-qwen-0.5b-shape')
   .option('--image <file>', 'image', 'test/fixtures/photos/chelsea.png')
-  .option('--prompt <text>', 'question', 'Describe this picture in detail: what animal is it, what colour is its fur, where is it looking, and what is behind it?')
+  .option('--prompt <text>', 'question (~40 text tokens with the chat template)', 'Describe this picture in detail: what animal is it, what colour is its fur, where is it looking, and what is in the background behind it?')
   .option('--new-tokens <n>', 'decoded tokens per run', (v) => Number(v), 32)
-  .option('--repeats <n>', 'timed runs (medians are reported)', (v) => Number(v), 3)
+  .option('--repeats <n>', 'timed runs per case (medians are reported)', (v) => Number(v), 3)
   .option('--threads <n>', 'threads for both engines', (v) => Number(v), os.availableParallelism())
+  .option('--dense-only', 'only the dense case (the engine-vs-PyTorch comparison)')
   .option('--no-pytorch', 'skip the PyTorch comparison')
-  .option('--out <file>', 'JSON output', 'bench/results/dense.json')
+  .option('--out <file>', 'JSON output', 'bench/results/bench.json')
   .parse();
-const o = program.opts<{ model: string; image: string; prompt: string; newTokens: number; repeats: number; threads: number; pytorch: boolean; out: string }>();
+const o = program.opts<{ model: string; image: string; prompt: string; newTokens: number; repeats: number; threads: number; denseOnly?: boolean; pytorch: boolean; out: string }>();
 
 const ceilings = await measureCeilings(o.threads);
 const vlm = await VisionLanguageModel.load(o.model, { threads: o.threads });
-const engine = await benchEngine(vlm, o.image, o.prompt, o.newTokens, o.repeats);
+const image = await decodeImage(o.image);
+const results: Measured[] = [];
+for (const c of o.denseOnly ? CASES.slice(0, 1) : CASES) {
+  results.push(await measure(vlm, image, o.prompt, c, o.newTokens, o.repeats));
+  process.stderr.write(`measured ${c.label}\n`);
+}
+const promptTokens = (await vlm.generate({ image, prompt: o.prompt, maxNewTokens: 1 })).promptTokens.length;
 await vlm.release();
 const pytorch = o.pytorch ? benchPytorch(o.model, o.image, o.prompt, o.newTokens, o.repeats, o.threads) : undefined;
 
-const c = vlm.config;
-const flops = { vision: visionFlops(c), prefill: prefillFlops(c.text, Array(c.text.numHiddenLayers).fill(engine.promptTokens)) };
-const weightBytes = decodeWeightBytes(c.text);
-const share = {
-  visionGflops: flops.vision / engine.visionS / 1e9,
-  prefillGflops: flops.prefill / engine.prefillS / 1e9,
-  decodeGBs: (weightBytes * engine.decodeTokensPerS) / 1e9,
-};
+const dense = results[0]!;
+const f2 = (x: number) => x.toFixed(2);
+const ratio = (x: number) => `${x.toFixed(2)}x`;
+console.log(`\n${path.basename(o.model)}: ${promptTokens} prompt tokens (${dense.keptImageTokens} image), ${o.newTokens} new tokens, ${o.threads} threads, medians of ${o.repeats} runs\n`);
 
-const rows: [string, string, string, string][] = [
-  ['vision (s)', engine.visionS.toFixed(2), pytorch?.visionS.toFixed(2) ?? '-', pytorch ? `${(pytorch.visionS / engine.visionS).toFixed(2)}x` : '-'],
-  ['prefill (s)', engine.prefillS.toFixed(2), pytorch?.prefillS.toFixed(2) ?? '-', pytorch ? `${(pytorch.prefillS / engine.prefillS).toFixed(2)}x` : '-'],
-  ['vision + prefill (s)', engine.visionPrefillS.toFixed(2), pytorch?.visionPrefillS.toFixed(2) ?? '-', pytorch ? `${(pytorch.visionPrefillS / engine.visionPrefillS).toFixed(2)}x` : '-'],
-  ['decode (tokens/s)', engine.decodeTokensPerS.toFixed(1), pytorch?.decodeTokensPerS.toFixed(1) ?? '-', pytorch ? `${(engine.decodeTokensPerS / pytorch.decodeTokensPerS).toFixed(2)}x` : '-'],
-];
-console.log(`\n${path.basename(o.model)}: ${engine.promptTokens} prompt tokens, ${o.newTokens} new tokens, ${o.threads} threads, medians of ${o.repeats}\n`);
-console.log('| phase | corematching | PyTorch | speedup |\n|---|---|---|---|');
-for (const r of rows) console.log(`| ${r.join(' | ')} |`);
+if (pytorch) {
+  const prefillPt = pytorch.visionPrefillS - pytorch.visionS;
+  console.log('| dense | corematching | PyTorch transformers | speedup |\n|---|---|---|---|');
+  console.log(`| vision (s) | ${f2(dense.visionS)} | ${f2(pytorch.visionS)} | ${ratio(pytorch.visionS / dense.visionS)} |`);
+  console.log(`| prefill (s) | ${f2(dense.prefillS)} | ${f2(prefillPt)} | ${ratio(prefillPt / dense.prefillS)} |`);
+  console.log(`| vision + prefill (s) | ${f2(dense.visionS + dense.prefillS)} | ${f2(pytorch.visionPrefillS)} | ${ratio(pytorch.visionPrefillS / (dense.visionS + dense.prefillS))} |`);
+  console.log(`| decode (tokens/s) | ${dense.decodeTokensPerS.toFixed(1)} | ${pytorch.decodeTokensPerS.toFixed(1)} | ${ratio(dense.decodeTokensPerS / pytorch.decodeTokensPerS)} |\n`);
+}
+
+const share = {
+  visionGflops: dense.flops.vision / dense.visionS / 1e9,
+  prefillGflops: dense.flops.prefill / dense.prefillS / 1e9,
+  decodeGBs: (dense.decodeWeightBytes * dense.decodeTokensPerS) / 1e9,
+};
 console.log(
-  `\nmachine ceilings measured now: fp32 GEMM ${ceilings.gemmGflops.toFixed(0)} GFLOP/s, weight streaming ${ceilings.bandwidthGBs.toFixed(1)} GB/s\n` +
-    `vision ${share.visionGflops.toFixed(0)} GFLOP/s (${((100 * share.visionGflops) / ceilings.gemmGflops).toFixed(0)}% of GEMM), ` +
+  `machine ceilings measured in this run: fp32 GEMM ${ceilings.gemmGflops.toFixed(0)} GFLOP/s, weight streaming ${ceilings.bandwidthGBs.toFixed(1)} GB/s; ` +
+    `dense vision ${share.visionGflops.toFixed(0)} GFLOP/s (${((100 * share.visionGflops) / ceilings.gemmGflops).toFixed(0)}%), ` +
     `prefill ${share.prefillGflops.toFixed(0)} GFLOP/s (${((100 * share.prefillGflops) / ceilings.gemmGflops).toFixed(0)}%), ` +
-    `decode ${share.decodeGBs.toFixed(1)} GB/s of weights (${((100 * share.decodeGBs) / ceilings.bandwidthGBs).toFixed(0)}% of bandwidth)`,
+    `decode ${share.decodeGBs.toFixed(1)} GB/s of weights (${((100 * share.decodeGBs) / ceilings.bandwidthGBs).toFixed(0)}%)\n`,
 );
+
+if (results.length > 1) {
+  console.log('| policy | kept image tokens | vision s | prefill s | first token s | decode tok/s | prefill GFLOP | prefill speedup (ideal) | decode speedup (ideal) | vision+prefill+decode s |');
+  console.log('|---|---|---|---|---|---|---|---|---|---|');
+  for (const r of results) {
+    const prefillIdeal = dense.flops.prefill / r.flops.prefill;
+    const decodeIdeal = dense.decodeWeightBytes / r.decodeWeightBytes;
+    console.log(
+      `| ${r.label} | ${r.keptImageTokens} | ${f2(r.visionS)} | ${f2(r.prefillS)} | ${f2(r.firstTokenS)} | ${r.decodeTokensPerS.toFixed(1)} | ${(r.flops.prefill / 1e9).toFixed(0)} | ` +
+        `${ratio(dense.prefillS / r.prefillS)} (${ratio(prefillIdeal)}) | ${ratio(r.decodeTokensPerS / dense.decodeTokensPerS)} (${ratio(decodeIdeal)}) | ${f2(r.endToEndS)} |`,
+    );
+  }
+}
+
 fs.mkdirSync(path.dirname(o.out), { recursive: true });
-fs.writeFileSync(o.out, `${JSON.stringify({ model: o.model, date: new Date().toISOString(), options: o, ceilings, flops, weightBytes, engine, pytorch, share }, null, 2)}\n`);
+fs.writeFileSync(o.out, `${JSON.stringify({ model: o.model, date: new Date().toISOString(), options: o, promptTokens, ceilings, share, results, pytorch }, null, 2)}\n`);
 console.log(`\nwrote ${o.out}`);

@@ -85,7 +85,11 @@ export function runCommand(program: Command): void {
     .option('--prune-early-kv', 'also drop pruned tokens from the KV cache of the first layers')
     .option('--report-neurons', 'with --json, list the core-neuron indices of every sparse layer')
     .action(async (o: RunOptions) => {
-      const policyOptions = parsePolicyOptions({ ...(o as unknown as Record<string, string | boolean | undefined>), reportNeuronIndices: o.reportNeurons === true });
+      const policyOptions = parsePolicyOptions({
+        ...(o as unknown as Record<string, string | boolean | undefined>),
+        seed: o.seed === undefined ? undefined : String(o.seed),
+        reportNeuronIndices: o.reportNeurons === true,
+      });
       if (!(POLICY_NAMES as readonly string[]).includes(o.policy)) {
         throw new CorematchingError(`unknown policy "${o.policy}"; expected one of ${POLICY_NAMES.join(', ')}`);
       }

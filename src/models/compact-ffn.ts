@@ -14,6 +14,12 @@ export interface DenseFfn {
 }
 
 export function compactFfn(dense: DenseFfn, neurons: readonly number[], hidden: number): FfnWeights {
+  // An empty core set (no neuron ever fired) contributes nothing: one neuron with a zeroed
+  // down-projection column says exactly that without a zero-width tensor.
+  if (neurons.length === 0) {
+    const one = compactFfn(dense, [0], hidden);
+    return { ...one, down: tensor(new Float32Array(hidden), [hidden, 1]) };
+  }
   const k = neurons.length;
   const intermediate = dense.gate.length / hidden;
   const gate = new Float32Array(k * hidden);

@@ -28,6 +28,8 @@ export interface SparsityReport {
   imageTokens: number;
   /** layer -> number of core neurons used while decoding (only layers that run sparse). */
   coreNeurons: Record<number, number>;
+  /** layer -> the core-neuron indices (ascending), when the policy was asked to report them. */
+  coreNeuronIndices?: Record<number, number[]>;
 }
 
 export interface SparsityPolicy {
