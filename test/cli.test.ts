@@ -73,3 +73,33 @@ test('a prompt longer than the context is refused', () => {
   assert.match(r.stderr, /the prompt is \d+ tokens .*context is 40 tokens/);
   fs.rmSync(dir, { recursive: true });
 });
+
+test('--policy corematching reports kept tokens, core neurons and FLOPs in --json', () => {
+  const r = run('--model', model, '--image', photo, '--prompt', 'Hi', '--max-new-tokens', '3', '--json', '--policy', 'corematching', '--token-layer', '1', '--budget', '8', '--neuron-layers', 'all');
+  assert.equal(r.status, 0, r.stderr);
+  const { sparsity } = JSON.parse(r.stdout);
+  assert.equal(sparsity.policy, 'corematching');
+  assert.equal(sparsity.imageTokens, 64);
+  assert.equal(sparsity.keptImageTokens.length, 8);
+  assert.deepEqual([...sparsity.keptImageTokens].sort((a: number, b: number) => a - b), sparsity.keptImageTokens);
+  assert.ok(sparsity.keptImageTokens.every((i: number) => i >= 0 && i < 64));
+  assert.deepEqual(Object.keys(sparsity.coreNeurons), ['0', '1', '2']);
+  assert.ok(sparsity.flops.prefill < sparsity.denseFlops.prefill);
+  assert.ok(sparsity.flops.decodeStep < sparsity.denseFlops.decodeStep);
+  assert.equal(sparsity.flops.vision, sparsity.denseFlops.vision);
+});
+
+const policyErrors: [string, string[], RegExp][] = [
+  ['unknown policy', ['--policy', 'nope'], /unknown policy "nope"; expected one of dense, corematching/],
+  ['rho outside (0, 1]', ['--policy', 'corematching', '--rho', '1.5'], /--rho must be a number in \(0, 1\]/],
+  ['token layer past the last layer', ['--policy', 'corematching', '--token-layer', '3'], /tokenLayer 3 is past the last layer/],
+  ['budget larger than the image tokens', ['--policy', 'fastv', '--budget', '65'], /budget 65 is larger than the 64 image tokens/],
+];
+for (const [name, args, pattern] of policyErrors) {
+  test(`bad policy option gives a one-line error: ${name}`, () => {
+    const r = run('--model', model, '--image', photo, '--prompt', 'x', ...args);
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, pattern);
+    assert.doesNotMatch(r.stderr, /\n\s+at /);
+  });
+}
