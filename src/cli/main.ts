@@ -2,6 +2,7 @@
 /** The `corematching` command. Thin: parse, call the library, print. */
 import { Command } from 'commander';
 import { CorematchingError } from '../io/errors.js';
+import { evalCommand } from './eval.js';
 import { runCommand } from './run.js';
 
 const program = new Command()
@@ -10,6 +11,7 @@ const program = new Command()
   .showHelpAfterError();
 
 runCommand(program);
+evalCommand(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -1,15 +1,12 @@
 /** `corematching run`: answer one question about one image. */
-import { SingleBar, Presets } from 'cli-progress';
 import type { Command } from 'commander';
-import { VisionLanguageModel } from '../pipeline/vision-language-model.js';
+import { loadWithProgress } from './load-model.js';
 import type { SamplingOptions } from '../pipeline/sampling.js';
 import { collect, nonNegativeInt, positiveInt, positiveNumber, probability } from './options.js';
 import { defaultModelDir } from './default-model.js';
-import { CorematchingError } from '../io/errors.js';
-import { POLICY_NAMES, type PolicyName } from '../sparsity/create-policy.js';
-import { parsePolicyOptions } from '../sparsity/options.js';
+import { addPolicyFlags, policyFromFlags, type PolicyFlags } from './policy-flags.js';
 
-interface RunOptions {
+interface RunOptions extends PolicyFlags {
   model?: string;
   image: string;
   prompt: string;
@@ -23,8 +20,6 @@ interface RunOptions {
   rawPrompt?: boolean;
   stop: string[];
   json?: boolean;
-  policy: string;
-  reportNeurons?: boolean;
 }
 
 function samplingOptions(o: RunOptions): SamplingOptions {
@@ -40,24 +35,8 @@ function samplingOptions(o: RunOptions): SamplingOptions {
   };
 }
 
-async function loadWithProgress(dir: string, threads: number | undefined, quiet: boolean): Promise<VisionLanguageModel> {
-  const bar = new SingleBar({ format: 'loading {bar} {value}/{total} layers', stream: process.stderr, clearOnComplete: true }, Presets.shades_classic);
-  let started = false;
-  const model = await VisionLanguageModel.load(dir, {
-    ...(threads !== undefined ? { threads } : {}),
-    onProgress: (done, total) => {
-      if (quiet || !process.stderr.isTTY) return;
-      if (!started) bar.start(total, done);
-      started = true;
-      bar.update(done);
-    },
-  });
-  if (started) bar.stop();
-  return model;
-}
-
 export function runCommand(program: Command): void {
-  program
+  const command = program
     .command('run')
     .description('Answer a question about an image.')
     .option('--model <dir>', 'Hugging Face LLaVA checkpoint folder (default: the model shipped with corematching)')
@@ -73,26 +52,9 @@ export function runCommand(program: Command): void {
     .option('--raw-prompt', 'use the prompt verbatim (it must contain one <image>)')
     .option('--stop <text>', 'stop when the output contains this text (repeatable)', collect, [])
     .option('--json', 'print one JSON object with text, tokens and stats instead of streaming')
-    .option('--policy <name>', `sparsity policy: ${POLICY_NAMES.join(', ')}`, 'dense')
-    .option('--rho <r>', 'share of a token\'s positive activations in its core neurons, (0, 1] (default 0.2)')
-    .option('--beta <b>', 'share of the FFN width in a sentence\'s core neurons, (0, 1] (default 0.4)')
-    .option('--token-layer <l>', 'layers that see every token; selection reads layer l-1 (default 2)')
-    .option('--reference <r>', 'reference tokens for core-token matching: last, text, all or a prompt position (default last)')
-    .option('--match <m>', 'image-token score: active or core (default active)')
-    .option('--budget <b>', 'kept image tokens: knee, a count K, or a fraction (default knee)')
-    .option('--min-keep <n>', 'with the knee budget, keep at least n image tokens (default 1)')
-    .option('--neuron-layers <l>', 'layers decoding with core neurons: middle, all or a comma list (default middle)')
-    .option('--prune-early-kv', 'also drop pruned tokens from the KV cache of the first layers')
-    .option('--report-neurons', 'with --json, list the core-neuron indices of every sparse layer')
-    .action(async (o: RunOptions) => {
-      const policyOptions = parsePolicyOptions({
-        ...(o as unknown as Record<string, string | boolean | undefined>),
-        seed: o.seed === undefined ? undefined : String(o.seed),
-        reportNeuronIndices: o.reportNeurons === true,
-      });
-      if (!(POLICY_NAMES as readonly string[]).includes(o.policy)) {
-        throw new CorematchingError(`unknown policy "${o.policy}"; expected one of ${POLICY_NAMES.join(', ')}`);
-      }
+    .option('--report-neurons', 'with --json, list the core-neuron indices of every sparse layer');
+  addPolicyFlags(command).action(async (o: RunOptions) => {
+      const { policy, policyOptions } = policyFromFlags(o);
       const vlm = await loadWithProgress(o.model ?? defaultModelDir(), o.threads, o.json === true);
       const result = await vlm.generate({
         image: o.image,
@@ -101,7 +63,7 @@ export function runCommand(program: Command): void {
         maxNewTokens: o.maxNewTokens,
         sampling: samplingOptions(o),
         stopStrings: o.stop,
-        policy: o.policy as PolicyName,
+        policy,
         policyOptions,
         ...(o.json ? {} : { onText: (text: string) => process.stdout.write(text) }),
       });

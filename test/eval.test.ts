@@ -1,0 +1,48 @@
+/** `corematching eval` and the evaluation set reader. */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { readEvalSet } from '../src/io/eval-set.js';
+import { normalizeAnswer } from '../src/pipeline/evaluate.js';
+import { fixturePath } from './helpers.js';
+
+const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+
+function evalSet(lines: string[]): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cm-eval-'));
+  fs.copyFileSync(fixturePath('photos', 'chelsea.png'), path.join(dir, 'cat.png'));
+  fs.writeFileSync(path.join(dir, 'questions.jsonl'), `${lines.join('\n')}\n`);
+  return dir;
+}
+
+test('answers compare case- and punctuation-insensitively', () => {
+  assert.equal(normalizeAnswer(' Red.\n'), 'red');
+  assert.notEqual(normalizeAnswer('red square'), 'red');
+});
+
+test('eval reports accuracy per type, kept tokens and FLOPs', () => {
+  const dir = evalSet([
+    JSON.stringify({ image: 'cat.png', question: 'What color is the cat?', answer: 'orange', type: 'color' }),
+    JSON.stringify({ image: 'cat.png', question: 'How many cats are there?', answer: '1', type: 'count' }),
+  ]);
+  const r = spawnSync(process.execPath, [cli, 'eval', '--model', fixturePath('models', 'clip-llama'), '--data', dir, '--policy', 'fastv', '--token-layer', '1', '--budget', '8', '--json'], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  const report = JSON.parse(r.stdout);
+  assert.equal(report.questions, 2);
+  assert.deepEqual(Object.keys(report.perType).sort(), ['color', 'count']);
+  assert.equal(report.meanKeptImageTokens, 8);
+  assert.ok(report.accuracy >= 0 && report.accuracy <= 1);
+  assert.ok(report.meanFlops.prefill < report.denseFlops.prefill);
+  fs.rmSync(dir, { recursive: true });
+});
+
+test('a bad evaluation set names the file and the line', () => {
+  assert.throws(() => readEvalSet('/no/such/set'), /questions\.jsonl: file not found/);
+  const dir = evalSet([JSON.stringify({ image: 'cat.png', question: 'q', answer: 'a', type: 't' }), '{"image": "cat.png", "question": 3}']);
+  assert.throws(() => readEvalSet(dir), /line 2: field "question" must be a string/);
+  fs.rmSync(dir, { recursive: true });
+});
