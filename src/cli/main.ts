@@ -4,6 +4,7 @@ import { Command } from 'commander';
 import { CorematchingError } from '../io/errors.js';
 import { evalCommand } from './eval.js';
 import { runCommand } from './run.js';
+import { visualizeCommand } from './visualize.js';
 
 const program = new Command()
   .name('corematching')
@@ -12,6 +13,7 @@ const program = new Command()
 
 runCommand(program);
 evalCommand(program);
+visualizeCommand(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -162,34 +162,45 @@ export class ImageProcessor {
     });
   }
 
-  preprocess(image: RgbImage): PreprocessedImage {
-    const { resize, resample, crop, rescaleFactor, norm } = this.opts;
+  /** The image as the model sees it before rescaling: resized and center-cropped, uint8 RGB. */
+  modelView(image: RgbImage): RgbImage {
+    const { resize, resample, crop } = this.opts;
     let img = image;
     if (resize !== null) {
       const [h, w] = outputSize(img, resize);
       img = pilResize(img, w, h, resample);
     }
-    const height = crop?.height ?? img.height;
-    const width = crop?.width ?? img.width;
+    if (crop === null) return img;
+    const { height, width } = crop;
     // transformers' center_crop: offsets floor((in - out) / 2); a crop larger than the image
     // pads with zeros (before rescaling, so padding normalises like a black pixel).
     const top = Math.floor((img.height - height) / 2);
     const left = Math.floor((img.width - width) / 2);
-
-    const plane = height * width;
-    const out = new Float32Array(3 * plane);
+    const data = new Uint8Array(height * width * 3);
     for (let y = 0; y < height; y++) {
       const sy = y + top;
+      if (sy < 0 || sy >= img.height) continue;
       for (let x = 0; x < width; x++) {
         const sx = x + left;
-        const inside = sy >= 0 && sy < img.height && sx >= 0 && sx < img.width;
-        for (let c = 0; c < 3; c++) {
-          let v = inside ? img.data[(sy * img.width + sx) * 3 + c]! : 0;
-          // numpy: uint8 -> float64 * factor -> float32, then (x - mean) / std in float32.
-          if (rescaleFactor !== null) v = Math.fround(v * rescaleFactor);
-          if (norm !== null) v = Math.fround(Math.fround(v - norm.mean[c]!) / norm.std[c]!);
-          out[c * plane + y * width + x] = v;
-        }
+        if (sx < 0 || sx >= img.width) continue;
+        data.set(img.data.subarray((sy * img.width + sx) * 3, (sy * img.width + sx) * 3 + 3), (y * width + x) * 3);
+      }
+    }
+    return { width, height, data };
+  }
+
+  preprocess(image: RgbImage): PreprocessedImage {
+    const { rescaleFactor, norm } = this.opts;
+    const { width, height, data } = this.modelView(image);
+    const plane = height * width;
+    const out = new Float32Array(3 * plane);
+    for (let i = 0; i < plane; i++) {
+      for (let c = 0; c < 3; c++) {
+        let v = data[i * 3 + c]!;
+        // numpy: uint8 -> float64 * factor -> float32, then (x - mean) / std in float32.
+        if (rescaleFactor !== null) v = Math.fround(v * rescaleFactor);
+        if (norm !== null) v = Math.fround(Math.fround(v - norm.mean[c]!) / norm.std[c]!);
+        out[c * plane + i] = v;
       }
     }
     return { pixelValues: out, height, width };
