@@ -3,6 +3,7 @@
  * that order (as transformers' logits warpers do), from a seeded generator so runs reproduce.
  */
 import { CorematchingError } from '../io/errors.js';
+import { mulberry32 } from '../sparsity/random.js';
 
 export interface SamplingOptions {
   /** Greedy when false or absent. */
@@ -11,18 +12,6 @@ export interface SamplingOptions {
   topK?: number;
   topP?: number;
   seed?: number;
-}
-
-/** mulberry32: small, fast, and good enough for token sampling. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** Index of the largest logit; the first one on ties, like torch.argmax. */
@@ -43,7 +32,7 @@ export class TokenSampler {
 
   constructor(private readonly options: SamplingOptions = {}) {
     validateSampling(options);
-    this.random = seededRandom(options.seed ?? 0);
+    this.random = mulberry32(options.seed ?? 0);
   }
 
   next(logits: Float32Array): number {
