@@ -48,6 +48,7 @@ def main():
 
     torch.set_num_threads(args.threads)
     env_flags = {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS")}
+    load_start = os.getloadavg()
     print(f"torch {torch.__version__} threads={torch.get_num_threads()} | transformers {transformers.__version__}")
     print(f"OPENBLAS_CORETYPE set: {env_flags['OPENBLAS_CORETYPE'] is not None} ({env_flags['OPENBLAS_CORETYPE']})"
           + ("  <- WARNING: halves PyTorch CPU speed; run with env -u OPENBLAS_CORETYPE" if env_flags["OPENBLAS_CORETYPE"] else ""))
@@ -96,9 +97,10 @@ def main():
         "generate_total_s": med(full), "preprocess_s": t_pre, "load_s": t_load,
         "raw": {"vision_s": vis, "vision_prefill_s": pre, "generate_total_s": full},
         "dtype": "float32", "torch": torch.__version__, "transformers": transformers.__version__,
-        "env": env_flags, "machine": platform.machine(), "cpu_count": os.cpu_count(),
+        "env": env_flags, "loadavg_start": load_start, "loadavg_end": os.getloadavg(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
     }
-    print()
+    print(f"\nload average (1/5/15 min) at start {load_start}, at end {res['loadavg_end']}: "
+          "anything above ~0.5 means other processes shared the 2 cores")
     print(f"| {'measure':<24} | {'median':>10} |")
     print(f"|{'-'*26}|{'-'*12}|")
     print(f"| {'vision (s)':<24} | {res['vision_s']:>10.2f} |")
