@@ -2,11 +2,10 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { fixturePath } from './helpers.js';
+import { fixturePath, tempDir } from './helpers.js';
 
 const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const model = fixturePath('models', 'clip-llama');
@@ -63,7 +62,7 @@ for (const [name, args, pattern] of errors) {
 }
 
 test('a prompt longer than the context is refused', () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cm-ctx-'));
+  const dir = tempDir('cm-ctx-');
   fs.cpSync(model, dir, { recursive: true });
   const config = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8'));
   config.text_config.max_position_embeddings = 40;

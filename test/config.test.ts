@@ -1,15 +1,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { CorematchingError } from '../src/io/errors.js';
 import { loadLlavaConfig } from '../src/io/config.js';
 import { loadGenerationConfig } from '../src/io/generation-config.js';
+import { tempDir } from './helpers.js';
 
 /** A temp folder holding config.json (an object is serialised; a string is written verbatim). */
 function folder(config?: unknown, file = 'config.json'): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cm-cfg-'));
+  const dir = tempDir('cm-cfg-');
   if (config !== undefined) {
     fs.writeFileSync(path.join(dir, file), typeof config === 'string' ? config : JSON.stringify(config));
   }

@@ -2,18 +2,17 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { readEvalSet } from '../src/io/eval-set.js';
 import { normalizeAnswer } from '../src/pipeline/evaluate.js';
-import { fixturePath } from './helpers.js';
+import { fixturePath, tempDir } from './helpers.js';
 
 const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 
 function evalSet(lines: string[]): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cm-eval-'));
+  const dir = tempDir('cm-eval-');
   fs.copyFileSync(fixturePath('photos', 'chelsea.png'), path.join(dir, 'cat.png'));
   fs.writeFileSync(path.join(dir, 'questions.jsonl'), `${lines.join('\n')}\n`);
   return dir;

@@ -1,12 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { decodeImage, type RgbImage } from '../src/io/image.js';
 import { ImageProcessor } from '../src/io/image-processor.js';
 import { CorematchingError } from '../src/io/errors.js';
+import { tempDir } from './helpers.js';
 
 // Recorded by scripts/pil_cases.py with transformers' CLIPImageProcessorPil / SiglipImageProcessorPil.
 const fixtures = fileURLToPath(new URL('../../test/fixtures/pil/', import.meta.url));
@@ -41,7 +41,7 @@ for (const c of cases) {
   });
 }
 
-const tmp = mkdtempSync(join(tmpdir(), 'corematching-processor-'));
+const tmp = tempDir('corematching-processor-');
 const good = JSON.parse(readFileSync(join(fixtures, 'clip_cat', 'preprocessor_config.json'), 'utf8')) as Record<string, unknown>;
 
 /** Writes a config (good one with `patch` applied; undefined deletes) and expects load to fail naming file and field. */

