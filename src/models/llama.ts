@@ -8,6 +8,7 @@ import { GraphBuilder } from '../graph/builder.js';
 import { activation, linear, mergeHeads, rmsNorm, rotary, splitHeads } from '../graph/ops.js';
 import { GraphSession, tensor, type Feeds, type RuntimeOptions } from '../graph/session.js';
 import type { TextConfig } from '../io/model-config.js';
+import { compactFfn, FfnWorkspace } from './compact-ffn.js';
 import type { KvCache } from './kv-cache.js';
 import { inverseFrequencies, ropeTables } from './rope.js';
 import { optionalWeight, weight, type WeightSource } from './weights.js';
@@ -20,7 +21,7 @@ export interface LayerExtras {
   lastAttention?: boolean;
 }
 
-/** Gate/up rows and down columns of the core neurons, used instead of the dense FFN. */
+/** Gate/up/down rows of the core neurons (down stored transposed), used instead of the dense FFN. */
 export interface FfnWeights {
   gate: ort.Tensor;
   up: ort.Tensor;
@@ -74,7 +75,10 @@ function buildLayerGraph(c: TextConfig, extras: LayerExtras): Uint8Array {
   const gate = linear(g, yn, w('gate_w', ['ffn', h]), bias('gate_b', 'ffn', c.mlpBias));
   const up = linear(g, yn, w('up_w', ['ffn', h]), bias('up_b', 'ffn', c.mlpBias));
   const act = g.op('Mul', [activation(g, gate, c.hiddenAct), up]);
-  const down = linear(g, act, w('down_w', [h, 'ffn']), bias('down_b', h, c.mlpBias));
+  // down_proj is held transposed, [ffn, hidden], so a neuron's weights are one row of each matrix.
+  const downInputs = [act, w('down_t', ['ffn', h])];
+  if (c.mlpBias) downInputs.push(w('down_b', [h]));
+  const down = g.op('Gemm', downInputs);
   g.output('out', g.op('Add', [afterAttn, down]), ['seq', h]);
 
   if (extras.ffnActivations) g.output('ffn_act', act, ['seq', 'ffn']);
@@ -93,6 +97,20 @@ function buildHeadGraph(c: TextConfig): Uint8Array {
   return g.toBytes();
 }
 
+/** [rows, cols] row-major -> [cols, rows], in cache-sized tiles. */
+function transpose(m: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(m.length);
+  const tile = 32;
+  for (let r0 = 0; r0 < rows; r0 += tile) {
+    for (let c0 = 0; c0 < cols; c0 += tile) {
+      for (let r = r0; r < Math.min(r0 + tile, rows); r++) {
+        for (let c = c0; c < Math.min(c0 + tile, cols); c++) out[c * rows + r] = m[r * cols + c]!;
+      }
+    }
+  }
+  return out;
+}
+
 /** Additive attention mask [seq, past + seq]: everything cached is visible, new tokens causally. */
 export function causalMask(seq: number, past: number): Float32Array {
   const total = past + seq;
@@ -104,6 +122,7 @@ export function causalMask(seq: number, past: number): Float32Array {
 export class LlamaDecoder {
   private readonly sessions = new Map<string, Promise<GraphSession>>();
   private readonly invFreq: Float32Array;
+  private readonly workspaces: FfnWorkspace[] = [];
 
   private constructor(
     readonly config: TextConfig,
@@ -135,7 +154,7 @@ export class LlamaDecoder {
         ['post_norm', weight(source, `${p}post_attention_layernorm.weight`, [h])],
         ['gate_w', weight(source, `${p}mlp.gate_proj.weight`, [ffn, h])],
         ['up_w', weight(source, `${p}mlp.up_proj.weight`, [ffn, h])],
-        ['down_w', weight(source, `${p}mlp.down_proj.weight`, [h, ffn])],
+        ['down_t', tensor(transpose(source.read(`${p}mlp.down_proj.weight`, [h, ffn]), h, ffn), [ffn, h])],
         ['gate_b', optionalWeight(source, `${p}mlp.gate_proj.bias`, [ffn], c.mlpBias)],
         ['up_b', optionalWeight(source, `${p}mlp.up_proj.bias`, [ffn], c.mlpBias)],
         ['down_b', optionalWeight(source, `${p}mlp.down_proj.bias`, [h], c.mlpBias)],
@@ -167,11 +186,20 @@ export class LlamaDecoder {
     return out;
   }
 
-  /** The dense FFN weights of a layer, [intermediate, hidden] gate/up and [hidden, intermediate] down. */
+  /**
+   * Compact FFN weights of `neurons` for `layer`, in that layer's reusable workspace: valid until
+   * the next call for the same layer (generation runs one request at a time).
+   */
+  compactFfn(layer: number, neurons: readonly number[]): FfnWeights {
+    const workspace = (this.workspaces[layer] ??= new FfnWorkspace());
+    return compactFfn(this.ffnWeights(layer), neurons, this.config.hiddenSize, workspace);
+  }
+
+  /** The dense FFN weights of a layer, each [intermediate, hidden] (down transposed). */
   ffnWeights(layer: number): { gate: Float32Array; up: Float32Array; down: Float32Array; gateBias?: Float32Array; upBias?: Float32Array } {
     const w = this.layers[layer]!;
     const data = (t: ort.Tensor | undefined) => t?.data as Float32Array | undefined;
-    const result = { gate: data(w.gate_w)!, up: data(w.up_w)!, down: data(w.down_w)! };
+    const result = { gate: data(w.gate_w)!, up: data(w.up_w)!, down: data(w.down_t)! };
     const gateBias = data(w.gate_b);
     const upBias = data(w.up_b);
     return { ...result, ...(gateBias ? { gateBias } : {}), ...(upBias ? { upBias } : {}) };
@@ -226,7 +254,7 @@ export class LlamaDecoder {
 }
 
 function compactFeeds(ffn: FfnWeights): Feeds {
-  const feeds: Feeds = { gate_w: ffn.gate, up_w: ffn.up, down_w: ffn.down };
+  const feeds: Feeds = { gate_w: ffn.gate, up_w: ffn.up, down_t: ffn.down };
   if (ffn.gateBias) feeds.gate_b = ffn.gateBias;
   if (ffn.upBias) feeds.up_b = ffn.upBias;
   return feeds;

@@ -3,7 +3,6 @@
  * layers), then decode token by token with the KV cache, streaming text as it becomes printable.
  */
 import type { LlamaDecoder, FfnWeights } from '../models/llama.js';
-import { compactFfn } from '../models/compact-ffn.js';
 import { KvCache } from '../models/kv-cache.js';
 import type { SparsityPolicy } from '../sparsity/policy.js';
 import { TokenSampler, type SamplingOptions } from './sampling.js';
@@ -17,6 +16,9 @@ export interface GenerationStats {
   promptTokenCount: number;
   newTokenCount: number;
   prefillMs: number;
+  /** Gathering the core neurons' compact FFN weights, once, between prefill and decoding. */
+  compactFfnMs: number;
+  /** Decoding after the first token. */
   decodeMs: number;
   /** Decode speed after the first token: (new tokens - 1) / decode time. */
   decodeTokensPerSecond: number;
@@ -111,10 +113,11 @@ export async function generateTokens(input: LoopInput): Promise<LoopOutput> {
   const cachedTokens: number[] = [];
   for (let layer = 0; layer < c.numHiddenLayers; layer++) {
     const neurons = policy.decodeNeurons(layer);
-    ffns.push(neurons === null ? undefined : compactFfn(decoder.ffnWeights(layer), neurons, c.hiddenSize));
+    ffns.push(neurons === null ? undefined : decoder.compactFfn(layer, neurons));
     ffnWidths.push(neurons === null ? c.intermediateSize : neurons.length);
     cachedTokens.push(cache.length(layer));
   }
+  const tDecode = performance.now();
 
   const tokens: number[] = [];
   const stream = new TextStream(input.tokenizer.streamDecoder(), input.stopStrings);
@@ -144,8 +147,9 @@ export async function generateTokens(input: LoopInput): Promise<LoopOutput> {
       promptTokenCount: input.promptIds.length,
       newTokenCount: tokens.length,
       prefillMs: t1 - t0,
-      decodeMs: t2 - t1,
-      decodeTokensPerSecond: tokens.length > 1 ? ((tokens.length - 1) * 1000) / (t2 - t1) : 0,
+      compactFfnMs: tDecode - t1,
+      decodeMs: t2 - tDecode,
+      decodeTokensPerSecond: tokens.length > 1 ? ((tokens.length - 1) * 1000) / (t2 - tDecode) : 0,
     },
   };
 }

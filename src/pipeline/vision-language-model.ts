@@ -82,6 +82,8 @@ export class VisionLanguageModel {
     private readonly imageToken: string,
   ) {}
 
+  private queue: Promise<unknown> = Promise.resolve();
+
   static async load(dir: string, options: LoadOptions = {}): Promise<VisionLanguageModel> {
     const config = loadLlavaConfig(dir);
     const tokenizer = TextTokenizer.load(config.dir);
@@ -114,7 +116,14 @@ export class VisionLanguageModel {
     return renderLlavaPrompt(this.config.dir, question, LLAVA_15_TEMPLATE);
   }
 
-  async generate(options: GenerateOptions): Promise<GenerateResult> {
+  /** Generates; concurrent calls on one model run one after another (they share its sessions and workspaces). */
+  generate(options: GenerateOptions): Promise<GenerateResult> {
+    const run = this.queue.then(() => this.generateNow(options));
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async generateNow(options: GenerateOptions): Promise<GenerateResult> {
     const maxNewTokens = options.maxNewTokens ?? this.generationConfig.maxNewTokens ?? 128;
     if (!Number.isInteger(maxNewTokens) || maxNewTokens < 1) throw new CorematchingError(`max new tokens must be a positive integer, got ${maxNewTokens}`);
     const sampling = options.sampling ?? {};
