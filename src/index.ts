@@ -1,0 +1,14 @@
+/** The corematching library: load a LLaVA checkpoint folder once, generate many times. */
+export { VisionLanguageModel, LLAVA_15_TEMPLATE } from './pipeline/vision-language-model.js';
+export type { GenerateOptions, GenerateResult, LoadOptions, PhaseFlops } from './pipeline/vision-language-model.js';
+export type { GenerationStats } from './pipeline/generation-loop.js';
+export type { SamplingOptions } from './pipeline/sampling.js';
+export { evaluate, normalizeAnswer, type EvalReport } from './pipeline/evaluate.js';
+export { renderTokenMap } from './pipeline/token-map.js';
+export { createPolicy, POLICY_NAMES, type PolicyName } from './sparsity/create-policy.js';
+export { DEFAULT_POLICY_OPTIONS, type PolicyOptions } from './sparsity/options.js';
+export type { SparsityPolicy, SparsityReport, PrefillContext } from './sparsity/policy.js';
+export { CorematchingError } from './io/errors.js';
+export { decodeImage, type RgbImage } from './io/image.js';
+export { readEvalSet, type EvalItem } from './io/eval-set.js';
+export type { LlavaConfig } from './io/model-config.js';
