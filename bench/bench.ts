@@ -139,7 +139,7 @@ const share = {
   decodeGBs: (dense.decodeWeightBytes * dense.decodeTokensPerS) / 1e9,
 };
 console.log(
-  `machine ceilings measured in this run: fp32 GEMM ${ceilings.gemmGflops.toFixed(0)} GFLOP/s, weight streaming ${ceilings.bandwidthGBs.toFixed(1)} GB/s; ` +
+  `machine ceilings measured in this run: fp32 GEMM ${ceilings.gemmGflops.toFixed(0)} GFLOP/s (${ceilings.smallGemmGflops.toFixed(0)} with 104 rows), weight streaming ${ceilings.bandwidthGBs.toFixed(1)} GB/s; ` +
     `dense vision ${share.visionGflops.toFixed(0)} GFLOP/s (${((100 * share.visionGflops) / ceilings.gemmGflops).toFixed(0)}%), ` +
     `prefill ${share.prefillGflops.toFixed(0)} GFLOP/s (${((100 * share.prefillGflops) / ceilings.gemmGflops).toFixed(0)}%), ` +
     `decode ${share.decodeGBs.toFixed(1)} GB/s of weights (${((100 * share.decodeGBs) / ceilings.bandwidthGBs).toFixed(0)}%)\n`,
