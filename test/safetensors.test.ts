@@ -202,7 +202,7 @@ test('checkpoint: sharded via index, with validation of the index', () => {
   throwsWith(() => Checkpoint.open(dir), 'tensor b', 'does not contain it');
 
   fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), '{"weight_map": ');
-  throwsWith(() => Checkpoint.open(dir), 'model.safetensors.index.json', 'cannot read index');
+  throwsWith(() => Checkpoint.open(dir), 'model.safetensors.index.json', 'invalid JSON');
 
   fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), '{"metadata": {}}');
   throwsWith(() => Checkpoint.open(dir), 'weight_map is missing');

@@ -99,11 +99,11 @@ test('tokens declared only in tokenizer_config.json are added the way transforme
 test('tokenizer errors name the file', () => {
   const empty = folderWith();
   throwsWith(() => TextTokenizer.load(empty), empty, 'tokenizer.json not found');
-  throwsWith(() => TextTokenizer.load(folderWith({ 'tokenizer.json': '{"model": ' })), 'tokenizer.json', 'cannot read JSON');
+  throwsWith(() => TextTokenizer.load(folderWith({ 'tokenizer.json': '{"model": ' })), 'tokenizer.json', 'invalid JSON');
   throwsWith(() => TextTokenizer.load(folderWith({ 'tokenizer.json': { version: '1.0' } })), 'tokenizer.json', 'model.type is missing');
   const badConfig = folderWith({ 'tokenizer_config.json': '[' });
   fs.copyFileSync(path.join(QWEN3, 'tokenizer.json'), path.join(badConfig, 'tokenizer.json'));
-  throwsWith(() => TextTokenizer.load(badConfig), 'tokenizer_config.json', 'cannot read JSON');
+  throwsWith(() => TextTokenizer.load(badConfig), 'tokenizer_config.json', 'invalid JSON');
 });
 
 const LLAVA_TEMPLATE =

@@ -12,6 +12,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Template } from '@huggingface/jinja';
 import { CorematchingError } from './errors.js';
+import { readOptionalJsonObject } from './json-file.js';
 import { readTokenizerConfig, specialTokensMap } from './tokenizer.js';
 
 export interface ChatTemplate {
@@ -22,19 +23,6 @@ export interface ChatTemplate {
 
 type Json = Record<string, unknown>;
 
-function readJsonObject(file: string): Json | null {
-  if (!fs.existsSync(file)) return null;
-  let v: unknown;
-  try {
-    v = JSON.parse(fs.readFileSync(file, 'utf8'));
-  } catch (err) {
-    throw new CorematchingError(`invalid JSON: ${(err as Error).message}`, file);
-  }
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) {
-    throw new CorematchingError('expected a JSON object at the top level', file);
-  }
-  return v as Json;
-}
 
 /**
  * A template value may be a string, a {name: template} dict (processor) or a list of
@@ -60,11 +48,11 @@ function pickTemplate(value: unknown, file: string, field: string): string | nul
 /** The processor's chat template, as transformers 5.23 finds it; null when the folder has none. */
 export function findProcessorChatTemplate(dir: string): ChatTemplate | null {
   const processorFile = path.join(dir, 'processor_config.json');
-  const inProcessor = pickTemplate(readJsonObject(processorFile)?.chat_template, processorFile, 'chat_template');
+  const inProcessor = pickTemplate(readOptionalJsonObject(processorFile)?.chat_template, processorFile, 'chat_template');
   if (inProcessor !== null) return { template: inProcessor, file: processorFile };
 
   const legacyFile = path.join(dir, 'chat_template.json');
-  const legacy = readJsonObject(legacyFile);
+  const legacy = readOptionalJsonObject(legacyFile);
   if (legacy !== null) {
     const template = pickTemplate(legacy.chat_template, legacyFile, 'chat_template');
     if (template === null) throw new CorematchingError('chat_template is missing; expected the template string', legacyFile);
@@ -127,6 +115,6 @@ export function renderLlavaPrompt(dir: string, question: string, fallbackTemplat
 
 /** LlavaProcessor's image placeholder: processor_config.json's image_token, "<image>" by default. */
 function imageToken(dir: string): string {
-  const token = readJsonObject(path.join(dir, 'processor_config.json'))?.image_token;
+  const token = readOptionalJsonObject(path.join(dir, 'processor_config.json'))?.image_token;
   return typeof token === 'string' ? token : '<image>';
 }

@@ -8,6 +8,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { CorematchingError } from './errors.js';
+import { readJsonObject } from './json-file.js';
 import { SafetensorsFile, type TensorInfo } from './safetensors.js';
 
 const SINGLE_FILE = 'model.safetensors';
@@ -63,13 +64,7 @@ export class Checkpoint {
 
   private static openSharded(dir: string): Checkpoint {
     const indexPath = path.join(dir, INDEX_FILE);
-    let index: unknown;
-    try {
-      index = JSON.parse(fs.readFileSync(indexPath, 'utf8'));
-    } catch (err) {
-      throw new CorematchingError(`cannot read index: ${(err as Error).message}`, indexPath);
-    }
-    const weightMap = (index as { weight_map?: unknown } | null)?.weight_map;
+    const weightMap = readJsonObject(indexPath).weight_map;
     if (typeof weightMap !== 'object' || weightMap === null || Array.isArray(weightMap)) {
       throw new CorematchingError('weight_map is missing; expected an object mapping tensor name -> shard file', indexPath);
     }

@@ -6,6 +6,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { CorematchingError } from './errors.js';
+import { readJsonObject } from './json-file.js';
 import type {
   Activation,
   LlavaConfig,
@@ -130,13 +131,7 @@ export function loadLlavaConfig(dir: string): LlavaConfig {
   if (!fs.existsSync(file)) {
     throw new CorematchingError('config.json not found; expected a Hugging Face checkpoint folder', abs);
   }
-  let raw: unknown;
-  try {
-    raw = JSON.parse(fs.readFileSync(file, 'utf8'));
-  } catch (err) {
-    throw new CorematchingError(`invalid JSON: ${(err as Error).message}`, file);
-  }
-  if (!isObject(raw)) throw new CorematchingError('expected a JSON object at the top level', file);
+  const raw = readJsonObject(file);
 
   const top = new Fields(raw, '', file);
   const modelType = raw.model_type;

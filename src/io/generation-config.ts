@@ -3,9 +3,9 @@
  * Absent fields get transformers' GenerationConfig defaults, except max_length: its default of 20
  * is a placeholder, so it stays null and the caller picks a length.
  */
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { CorematchingError } from './errors.js';
+import { readOptionalJsonObject } from './json-file.js';
 
 export interface GenerationConfig {
   bosTokenId: number | null;
@@ -24,17 +24,7 @@ export interface GenerationConfig {
 
 export function loadGenerationConfig(dir: string): GenerationConfig {
   const file = path.join(path.resolve(dir), 'generation_config.json');
-  let raw: Record<string, unknown> = {};
-  if (fs.existsSync(file)) {
-    try {
-      raw = JSON.parse(fs.readFileSync(file, 'utf8'));
-    } catch (err) {
-      throw new CorematchingError(`invalid JSON: ${(err as Error).message}`, file);
-    }
-    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
-      throw new CorematchingError('expected a JSON object at the top level', file);
-    }
-  }
+  const raw = readOptionalJsonObject(file) ?? {};
 
   const fail = (key: string, expected: string): never => {
     throw new CorematchingError(`${key} is ${JSON.stringify(raw[key])}; expected ${expected}`, file);

@@ -11,6 +11,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { CorematchingError } from './errors.js';
+import { readJsonObject, readOptionalJsonObject } from './json-file.js';
 
 type Json = Record<string, unknown>;
 
@@ -27,22 +28,12 @@ interface AddedTokenJson {
 /** transformers' SPECIAL_TOKENS_ATTRIBUTES: the names chat templates see (bos_token, ...). */
 const NAMED_SPECIAL_TOKENS = ['bos_token', 'eos_token', 'unk_token', 'sep_token', 'pad_token', 'cls_token', 'mask_token'];
 
-function readJson(file: string): unknown {
-  try {
-    return JSON.parse(fs.readFileSync(file, 'utf8'));
-  } catch (err) {
-    throw new CorematchingError(`cannot read JSON: ${(err as Error).message}`, file);
-  }
-}
 
 /** tokenizer_config.json as an object; {} when the folder has none. */
 export function readTokenizerConfig(dir: string): Json {
   const file = path.join(dir, 'tokenizer_config.json');
-  if (!fs.existsSync(file)) return {};
-  const cfg = readJson(file);
-  if (typeof cfg !== 'object' || cfg === null || Array.isArray(cfg)) {
-    throw new CorematchingError('expected a JSON object at the top level', file);
-  }
+  const cfg = readOptionalJsonObject(file);
+  if (cfg === null) return {};
   return cfg as Json;
 }
 
@@ -106,7 +97,7 @@ export class TextTokenizer {
         abs,
       );
     }
-    const json = readJson(file) as Json;
+    const json = readJsonObject(file);
     const model = json.model as Json | undefined;
     if (typeof model !== 'object' || model === null || typeof model.type !== 'string') {
       throw new CorematchingError('model.type is missing; expected a tokenizers serialisation with a model', file);
