@@ -10,11 +10,15 @@ export function linear(g: GraphBuilder, x: string, w: string, b?: string): strin
   return g.op('Gemm', b === undefined ? [x, w] : [x, w, b], { transB: 1 });
 }
 
-/** LLaMA RMSNorm: x / sqrt(mean(x^2) + eps) * w, in fp32 as transformers computes it. */
+/**
+ * LLaMA RMSNorm: x / sqrt(mean(x^2) + eps) * w, in fp32 as transformers computes it. Spelled
+ * Pow -> ReduceMean -> Add -> Sqrt -> Div -> Mul so ONNX Runtime fuses it into one
+ * SimplifiedLayerNormalization kernel (and with the residual Add before it, a skip variant).
+ */
 export function rmsNorm(g: GraphBuilder, x: string, w: string, eps: number): string {
-  const meanSquare = g.op('ReduceMean', [g.op('Mul', [x, x]), g.constInt64([-1])], { keepdims: 1 });
-  const inv = g.op('Reciprocal', [g.op('Sqrt', [g.op('Add', [meanSquare, g.constFloat([eps])])])]);
-  return g.op('Mul', [g.op('Mul', [x, inv]), w]);
+  const meanSquare = g.op('ReduceMean', [g.op('Pow', [x, g.constFloat([2])]), g.constInt64([-1])], { keepdims: 1 });
+  const rms = g.op('Sqrt', [g.op('Add', [meanSquare, g.constFloat([eps])])]);
+  return g.op('Mul', [g.op('Div', [x, rms]), w]);
 }
 
 export function layerNorm(g: GraphBuilder, x: string, w: string, b: string, eps: number): string {

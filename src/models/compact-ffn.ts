@@ -19,19 +19,21 @@ export interface DenseFfn {
  * matrices for every request costs more in page faults than gathering the rows does.
  */
 export class FfnWorkspace {
-  private buffers: Float32Array[] = [];
+  private gateUp = new Float32Array(0);
+  private down = new Float32Array(0);
 
-  /** Three [rows, width] matrices (views into buffers reused while large enough). */
-  take(rows: number, width: number): [Float32Array, Float32Array, Float32Array] {
-    const size = rows * width;
-    if ((this.buffers[0]?.length ?? 0) < size) this.buffers = [0, 1, 2].map(() => new Float32Array(size));
-    return this.buffers.map((b) => b.subarray(0, size)) as [Float32Array, Float32Array, Float32Array];
+  /** A [2 rows, width] and a [rows, width] matrix (views into buffers reused while large enough). */
+  take(rows: number, width: number): [Float32Array, Float32Array] {
+    if (this.down.length < rows * width) {
+      this.gateUp = new Float32Array(2 * rows * width);
+      this.down = new Float32Array(rows * width);
+    }
+    return [this.gateUp.subarray(0, 2 * rows * width), this.down.subarray(0, rows * width)];
   }
 }
 
-function gatherRowsInto(out: Float32Array, m: Float32Array, rows: readonly number[], width: number): Float32Array {
-  for (let j = 0; j < rows.length; j++) out.set(m.subarray(rows[j]! * width, (rows[j]! + 1) * width), j * width);
-  return out;
+function gatherRowsInto(out: Float32Array, at: number, m: Float32Array, rows: readonly number[], width: number): void {
+  for (let j = 0; j < rows.length; j++) out.set(m.subarray(rows[j]! * width, (rows[j]! + 1) * width), at + j * width);
 }
 
 export function compactFfn(dense: DenseFfn, neurons: readonly number[], hidden: number, workspace = new FfnWorkspace()): FfnWeights {
@@ -39,13 +41,14 @@ export function compactFfn(dense: DenseFfn, neurons: readonly number[], hidden: 
   // down-projection row says exactly that without a zero-width tensor.
   const rows = neurons.length === 0 ? [0] : neurons;
   const k = rows.length;
-  const [gate, up, down] = workspace.take(k, hidden);
-  gatherRowsInto(gate, dense.gate, rows, hidden);
-  gatherRowsInto(up, dense.up, rows, hidden);
+  const [gateUp, down] = workspace.take(k, hidden);
+  gatherRowsInto(gateUp, 0, dense.gate, rows, hidden);
+  gatherRowsInto(gateUp, k * hidden, dense.up, rows, hidden);
   if (neurons.length === 0) down.fill(0);
-  else gatherRowsInto(down, dense.down, rows, hidden);
-  const result: FfnWeights = { gate: tensor(gate, [k, hidden]), up: tensor(up, [k, hidden]), down: tensor(down, [k, hidden]) };
-  if (dense.gateBias) result.gateBias = tensor(Float32Array.from(rows, (n) => dense.gateBias![n]!), [k]);
-  if (dense.upBias) result.upBias = tensor(Float32Array.from(rows, (n) => dense.upBias![n]!), [k]);
+  else gatherRowsInto(down, 0, dense.down, rows, hidden);
+  const result: FfnWeights = { gateUp: tensor(gateUp, [2 * k, hidden]), down: tensor(down, [k, hidden]) };
+  if (dense.gateBias && dense.upBias) {
+    result.gateUpBias = tensor(Float32Array.from([...rows.map((n) => dense.gateBias![n]!), ...rows.map((n) => dense.upBias![n]!)]), [2 * k]);
+  }
   return result;
 }

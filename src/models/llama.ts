@@ -8,7 +8,7 @@ import { GraphBuilder } from '../graph/builder.js';
 import { activation, linear, mergeHeads, rmsNorm, rotary, splitHeads } from '../graph/ops.js';
 import { GraphSession, tensor, type Feeds, type RuntimeOptions } from '../graph/session.js';
 import type { TextConfig } from '../io/model-config.js';
-import { compactFfn, FfnWorkspace } from './compact-ffn.js';
+import { compactFfn, FfnWorkspace, type DenseFfn } from './compact-ffn.js';
 import type { KvCache } from './kv-cache.js';
 import { inverseFrequencies, ropeTables } from './rope.js';
 import { optionalWeight, weight, type WeightSource } from './weights.js';
@@ -21,13 +21,11 @@ export interface LayerExtras {
   lastAttention?: boolean;
 }
 
-/** Gate/up/down rows of the core neurons (down stored transposed), used instead of the dense FFN. */
+/** The core neurons' rows of [gate; up] and of down (stored transposed), used instead of the dense FFN. */
 export interface FfnWeights {
-  gate: ort.Tensor;
-  up: ort.Tensor;
+  gateUp: ort.Tensor;
   down: ort.Tensor;
-  gateBias?: ort.Tensor;
-  upBias?: ort.Tensor;
+  gateUpBias?: ort.Tensor;
 }
 
 export interface LayerResult {
@@ -51,10 +49,12 @@ function buildLayerGraph(c: TextConfig, extras: LayerExtras): Uint8Array {
   const w = (name: string, shape: (number | string)[]) => g.input(name, shape);
   const bias = (name: string, size: number | string, present: boolean) => (present ? w(name, [size]) : undefined);
 
+  // q, k and v come from one product with the three weights stacked, [q; k; v] rows: one pass
+  // over the weights instead of three, which is what a bandwidth-bound decode step pays for.
   const xn = rmsNorm(g, x, w('input_norm', [h]), c.rmsNormEps);
-  const q = linear(g, xn, w('q_w', [nh * hd, h]), bias('q_b', nh * hd, c.qkvBias));
-  const k = linear(g, xn, w('k_w', [kvh * hd, h]), bias('k_b', kvh * hd, c.qkvBias));
-  const v = linear(g, xn, w('v_w', [kvh * hd, h]), bias('v_b', kvh * hd, c.qkvBias));
+  const qkvRows = (nh + 2 * kvh) * hd;
+  const qkv = linear(g, xn, w('qkv_w', [qkvRows, h]), bias('qkv_b', qkvRows, c.qkvBias));
+  const [q, k, v] = g.node('Split', [qkv, g.constInt64([nh * hd, kvh * hd, kvh * hd])], { axis: 1 }, 3) as [string, string, string];
   const qr = g.op('Mul', [rotary(g, splitHeads(g, q, nh, hd), cos, sin), g.constFloat([1 / Math.sqrt(hd)])]);
   const keys = g.op('Concat', [pastK, rotary(g, splitHeads(g, k, kvh, hd), cos, sin)], { axis: 1 });
   const values = g.op('Concat', [pastV, splitHeads(g, v, kvh, hd)], { axis: 1 });
@@ -72,8 +72,9 @@ function buildLayerGraph(c: TextConfig, extras: LayerExtras): Uint8Array {
   const afterAttn = g.op('Add', [x, attnOut]);
 
   const yn = rmsNorm(g, afterAttn, w('post_norm', [h]), c.rmsNormEps);
-  const gate = linear(g, yn, w('gate_w', ['ffn', h]), bias('gate_b', 'ffn', c.mlpBias));
-  const up = linear(g, yn, w('up_w', ['ffn', h]), bias('up_b', 'ffn', c.mlpBias));
+  // gate and up likewise: [gate; up] rows, 2 x ffn of them.
+  const gateUp = linear(g, yn, w('gate_up_w', ['ffn2', h]), bias('gate_up_b', 'ffn2', c.mlpBias));
+  const [gate, up] = g.node('Split', [gateUp], { axis: 1, num_outputs: 2 }, 2) as [string, string];
   const act = g.op('Mul', [activation(g, gate, c.hiddenAct), up]);
   // down_proj is held transposed, [ffn, hidden], so a neuron's weights are one row of each matrix.
   const downInputs = [act, w('down_t', ['ffn', h])];
@@ -95,6 +96,18 @@ function buildHeadGraph(c: TextConfig): Uint8Array {
   const norm = rmsNorm(g, x, g.input('norm', [c.hiddenSize]), c.rmsNormEps);
   g.output('logits', linear(g, norm, g.input('lm_w', [c.vocabSize, c.hiddenSize])), ['rows', c.vocabSize]);
   return g.toBytes();
+}
+
+/** Tensors of `rows[i]` x `width` (width 1: vectors) stacked row-wise into one [sum(rows), width] tensor. */
+function stacked(source: WeightSource, names: string[], rows: number[], width = 1): ort.Tensor {
+  const total = rows.reduce((a, b) => a + b, 0);
+  const out = new Float32Array(total * width);
+  let offset = 0;
+  names.forEach((name, i) => {
+    out.set(source.read(name, width === 1 ? [rows[i]!] : [rows[i]!, width]), offset);
+    offset += rows[i]! * width;
+  });
+  return tensor(out, width === 1 ? [total] : [total, width]);
 }
 
 /** [rows, cols] row-major -> [cols, rows], in cache-sized tiles. */
@@ -143,20 +156,14 @@ export class LlamaDecoder {
       const p = `${prefix}layers.${l}.`;
       const entries: [string, ort.Tensor | undefined][] = [
         ['input_norm', weight(source, `${p}input_layernorm.weight`, [h])],
-        ['q_w', weight(source, `${p}self_attn.q_proj.weight`, [nh * hd, h])],
-        ['k_w', weight(source, `${p}self_attn.k_proj.weight`, [kvh * hd, h])],
-        ['v_w', weight(source, `${p}self_attn.v_proj.weight`, [kvh * hd, h])],
-        ['q_b', optionalWeight(source, `${p}self_attn.q_proj.bias`, [nh * hd], c.qkvBias)],
-        ['k_b', optionalWeight(source, `${p}self_attn.k_proj.bias`, [kvh * hd], c.qkvBias)],
-        ['v_b', optionalWeight(source, `${p}self_attn.v_proj.bias`, [kvh * hd], c.qkvBias)],
+        ['qkv_w', stacked(source, ['q_proj', 'k_proj', 'v_proj'].map((n) => `${p}self_attn.${n}.weight`), [nh * hd, kvh * hd, kvh * hd], h)],
+        ['qkv_b', c.qkvBias ? stacked(source, ['q_proj', 'k_proj', 'v_proj'].map((n) => `${p}self_attn.${n}.bias`), [nh * hd, kvh * hd, kvh * hd]) : undefined],
         ['o_w', weight(source, `${p}self_attn.o_proj.weight`, [h, nh * hd])],
         ['o_b', optionalWeight(source, `${p}self_attn.o_proj.bias`, [h], c.oBias)],
         ['post_norm', weight(source, `${p}post_attention_layernorm.weight`, [h])],
-        ['gate_w', weight(source, `${p}mlp.gate_proj.weight`, [ffn, h])],
-        ['up_w', weight(source, `${p}mlp.up_proj.weight`, [ffn, h])],
+        ['gate_up_w', stacked(source, [`${p}mlp.gate_proj.weight`, `${p}mlp.up_proj.weight`], [ffn, ffn], h)],
+        ['gate_up_b', c.mlpBias ? stacked(source, [`${p}mlp.gate_proj.bias`, `${p}mlp.up_proj.bias`], [ffn, ffn]) : undefined],
         ['down_t', tensor(transpose(source.read(`${p}mlp.down_proj.weight`, [h, ffn]), h, ffn), [ffn, h])],
-        ['gate_b', optionalWeight(source, `${p}mlp.gate_proj.bias`, [ffn], c.mlpBias)],
-        ['up_b', optionalWeight(source, `${p}mlp.up_proj.bias`, [ffn], c.mlpBias)],
         ['down_b', optionalWeight(source, `${p}mlp.down_proj.bias`, [h], c.mlpBias)],
       ];
       layers.push(Object.fromEntries(entries.filter((e): e is [string, ort.Tensor] => e[1] !== undefined)));
@@ -196,13 +203,16 @@ export class LlamaDecoder {
   }
 
   /** The dense FFN weights of a layer, each [intermediate, hidden] (down transposed). */
-  ffnWeights(layer: number): { gate: Float32Array; up: Float32Array; down: Float32Array; gateBias?: Float32Array; upBias?: Float32Array } {
+  ffnWeights(layer: number): DenseFfn {
     const w = this.layers[layer]!;
-    const data = (t: ort.Tensor | undefined) => t?.data as Float32Array | undefined;
-    const result = { gate: data(w.gate_w)!, up: data(w.up_w)!, down: data(w.down_t)! };
-    const gateBias = data(w.gate_b);
-    const upBias = data(w.up_b);
-    return { ...result, ...(gateBias ? { gateBias } : {}), ...(upBias ? { upBias } : {}) };
+    const split = (t: ort.Tensor) => {
+      const data = t.data as Float32Array;
+      return [data.subarray(0, data.length / 2), data.subarray(data.length / 2)] as const;
+    };
+    const [gate, up] = split(w.gate_up_w!);
+    const dense: DenseFfn = { gate, up, down: w.down_t!.data as Float32Array };
+    if (w.gate_up_b) [dense.gateBias, dense.upBias] = split(w.gate_up_b);
+    return dense;
   }
 
   /**
@@ -254,8 +264,7 @@ export class LlamaDecoder {
 }
 
 function compactFeeds(ffn: FfnWeights): Feeds {
-  const feeds: Feeds = { gate_w: ffn.gate, up_w: ffn.up, down_t: ffn.down };
-  if (ffn.gateBias) feeds.gate_b = ffn.gateBias;
-  if (ffn.upBias) feeds.up_b = ffn.upBias;
+  const feeds: Feeds = { gate_up_w: ffn.gateUp, down_t: ffn.down };
+  if (ffn.gateUpBias) feeds.gate_up_b = ffn.gateUpBias;
   return feeds;
 }
