@@ -87,11 +87,18 @@ export class CoreMatchingPolicy extends TokenSelectionPolicy {
     const inR = new Uint8Array(D);
     for (const n of reference) inR[n] = 1;
     const scores = new Float64Array(imageTokens);
+    const referenceIndices = Int32Array.from(reference);
+    const bits = new Int32Array(acts.buffer, acts.byteOffset, acts.length);
     for (let i = 0; i < imageTokens; i++) {
       const offset = (imageStart + i) * D;
       let s = 0;
       if (match === 'active') {
-        for (const n of reference) if (acts[offset + n]! > 0) s++;
+        // Counts a > 0 without a branch (activation signs are unpredictable): for the float's
+        // bits b, (-b & ~b) has its sign bit set exactly when b > 0, i.e. a is positive.
+        for (let j = 0; j < referenceIndices.length; j++) {
+          const b = bits[offset + referenceIndices[j]!]!;
+          s += (-b & ~b) >>> 31;
+        }
       } else {
         forEachTokenCoreNeuron(acts, rho, (n) => (s += inR[n]!), offset, D);
       }
