@@ -2,10 +2,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { CorematchingError } from '../src/io/errors.js';
 import { loadLlavaConfig } from '../src/io/config.js';
 import { loadGenerationConfig } from '../src/io/generation-config.js';
-import { tempDir } from './helpers.js';
+import { tempDir, throwsWith } from './helpers.js';
 
 /** A temp folder holding config.json (an object is serialised; a string is written verbatim). */
 function folder(config?: unknown, file = 'config.json'): string {
@@ -16,13 +15,6 @@ function folder(config?: unknown, file = 'config.json'): string {
   return dir;
 }
 
-function throwsWith(fn: () => unknown, ...fragments: string[]): void {
-  assert.throws(fn, (err: unknown) => {
-    assert.ok(err instanceof CorematchingError, `expected CorematchingError, got ${String(err)}`);
-    for (const f of fragments) assert.ok(err.message.includes(f), `message "${err.message}" lacks "${f}"`);
-    return true;
-  });
-}
 
 // Expected values below were produced by transformers 5.23's LlavaConfig(**config_json).
 

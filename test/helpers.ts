@@ -1,8 +1,10 @@
 /** Shared test utilities: fixture paths and array comparisons. */
+import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { CorematchingError } from '../src/io/errors.js';
 
 // Tests run from dist/test/; fixtures stay in the source tree.
 const root = fileURLToPath(new URL('../../', import.meta.url));
@@ -39,4 +41,13 @@ export function tempDir(prefix = 'corematching-test-'): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
   tempDirs.push(dir);
   return dir;
+}
+
+/** Asserts `fn` throws a CorematchingError whose message contains every fragment. */
+export function throwsWith(fn: () => unknown, ...fragments: string[]): void {
+  assert.throws(fn, (err: unknown) => {
+    assert.ok(err instanceof CorematchingError, `expected CorematchingError, got ${String(err)}`);
+    for (const f of fragments) assert.ok(err.message.includes(f), `message "${err.message}" lacks "${f}"`);
+    return true;
+  });
 }

