@@ -10,7 +10,7 @@ import { GraphSession, tensor, type Feeds, type RuntimeOptions } from '../graph/
 import type { TextConfig } from '../io/model-config.js';
 import { compactFfn, FfnWorkspace, type DenseFfn } from './compact-ffn.js';
 import type { KvCache } from './kv-cache.js';
-import { inverseFrequencies, ropeTables } from './rope.js';
+import { inverseFrequencies, ropeTables, type RopeTables } from './rope.js';
 import { optionalWeight, weight, type WeightSource } from './weights.js';
 
 /** What a layer run may additionally return, for the sparsity hooks. */
@@ -136,6 +136,10 @@ export class LlamaDecoder {
   private readonly sessions = new Map<string, Promise<GraphSession>>();
   private readonly invFreq: Float32Array;
   private readonly workspaces: FfnWorkspace[] = [];
+  // Every layer of one forward step sees the same positions and cache length: build the RoPE
+  // tables and the mask once per step, not once per layer.
+  private rope: { positions: readonly number[]; tables: RopeTables } | undefined;
+  private mask: { seq: number; past: number; data: Float32Array } | undefined;
 
   private constructor(
     readonly config: TextConfig,
@@ -224,15 +228,18 @@ export class LlamaDecoder {
     const seq = positions.length;
     const key = `${extras.ffnActivations ? 'a' : ''}${extras.lastAttention ? 'p' : ''}`;
     const session = await this.session(key, () => buildLayerGraph(c, extras));
-    const rope = ropeTables(positions, c.headDim, this.invFreq);
+    if (this.rope?.positions !== positions) this.rope = { positions, tables: ropeTables(positions, c.headDim, this.invFreq) };
+    const rope = this.rope.tables;
     const past = cache.past(layer);
+    const pastLength = cache.length(layer);
+    if (this.mask?.seq !== seq || this.mask.past !== pastLength) this.mask = { seq, past: pastLength, data: causalMask(seq, pastLength) };
     const feeds: Feeds = {
       ...this.layers[layer],
       ...(ffn === undefined ? {} : compactFeeds(ffn)),
       x: tensor(hidden, [seq, c.hiddenSize]),
       cos: tensor(rope.cos, [seq, c.headDim]),
       sin: tensor(rope.sin, [seq, c.headDim]),
-      mask: tensor(causalMask(seq, cache.length(layer)), [seq, cache.length(layer) + seq]),
+      mask: tensor(this.mask.data, [seq, pastLength + seq]),
       past_k: past.k,
       past_v: past.v,
     };

@@ -130,8 +130,9 @@ export async function generateTokens(input: LoopInput): Promise<LoopOutput> {
     if (stream.stopped || tokens.length >= input.maxNewTokens) break;
 
     let hidden = decoder.embed([token]);
+    const positions = [position];
     for (let layer = 0; layer < c.numHiddenLayers; layer++) {
-      hidden = (await decoder.runLayer(layer, hidden, [position], cache, {}, ffns[layer])).hidden;
+      hidden = (await decoder.runLayer(layer, hidden, positions, cache, {}, ffns[layer])).hidden;
     }
     position++;
     token = sampler.next(await decoder.logits(hidden, 1));
