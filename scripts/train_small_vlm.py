@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Train the small LLaVA-style VLM that ships as models/default/ (dev-time; PyTorch CPU, seeded).
 
-    nice -n 10 python scripts/train_small_vlm.py --out models/default           # the shipped run
+    bash scripts/train_default_model.sh                   # the shipped model: three runs of this script
     python scripts/train_small_vlm.py --out /tmp/smoke --steps 60 --eval-every 30  # smoke run
     python scripts/train_small_vlm.py --eval-only models/default --test-count 1000 # test accuracy
 
@@ -184,9 +184,16 @@ class Packer:
         return ids[0]
 
 
-def train_questions(scene, rng, extra_count=2, extra_exists=1):
-    """All admissible question types once, plus extra count / exists questions (deduplicated)."""
+def train_questions(scene, rng, extra_count=2, extra_exists=1, side_by_color=False):
+    """All admissible question types once, plus extra count / exists questions (deduplicated).
+    side_by_color adds a training-only variant, "Which side is the {color} object on?" (for each
+    colour held by one off-centre object): more signal for reading positions, keyed by colour."""
     qas = scenes.all_questions(scene, rng)
+    if side_by_color:
+        for c in scenes.COLORS:
+            objs = scene.with_color(c)
+            if len(objs) == 1 and scenes.side_of(objs[0], scene.size):
+                qas.append(("side", f"Which side is the {c} object on?", scenes.side_of(objs[0], scene.size)))
     for _ in range(extra_count):
         qas.append(("count",) + scenes.ask(scene, "count", rng))
     for _ in range(extra_exists):
@@ -209,12 +216,14 @@ def pixels(img: Image.Image) -> torch.Tensor:
     return (x - MEAN) / STD
 
 
-def pack(packer: Packer, items, with_answers=True):
+def pack(packer: Packer, items, with_answers=True, guide=None):
     """items: [(pixel tensor, [(type, question, answer), ...]), ...] -> batch dict.
 
     Returns input_ids [B, T], position_ids [B, T], attn [B, 1, T, T] (bool, True = may attend),
     targets [(b, pos, target_id, kind)] where kind is 'answer' (predicted at the last prompt token)
-    or 'eos' (predicted at the answer token)."""
+    or 'eos' (predicted at the answer token). guide: optional per-item bool [256] of image tokens the
+    question segments may see (the attention curriculum), or per item a list with one such mask (or
+    None) per question; None = all of them (as at inference)."""
     P = len(packer.prefix)
     rows, poss, segs_all = [], [], []
     for _, qas in items:
@@ -242,8 +251,12 @@ def pack(packer: Packer, items, with_answers=True):
         input_ids[b, :n] = torch.tensor(ids)
         position_ids[b, :n] = torch.tensor(pos)
         attn[b, 0, :P, :P] = causal[:P, :P]
-        for start, length, qlen, t, a in segs:
+        for si, (start, length, qlen, t, a) in enumerate(segs):
             attn[b, 0, start:start + length, :P] = True
+            g = None if guide is None else guide[b][si] if isinstance(guide[b], list) else guide[b]
+            if g is not None:
+                i0 = packer.prefix.index(packer.image_id)
+                attn[b, 0, start:start + length, i0:i0 + 256] = g
             attn[b, 0, start:start + length, start:start + length] = causal[:length, :length]
             last = start + qlen - 1  # the ':' after 'assistant'
             targets.append((b, last, packer.answer_id(a), "answer", t))
@@ -290,14 +303,11 @@ def forward_logits(model, batch, positions, with_vision=False):
 GRID, PATCH = 16, 14
 
 
-def patch_labels(scene):
-    """Auxiliary per-patch targets (training only): the shape (0 = background) and colour of the
-    object under each patch centre, and whether the patch holds an object's centre."""
-    shape = np.zeros((GRID, GRID), np.int64)
-    color = np.zeros((GRID, GRID), np.int64)
-    centre = np.zeros((GRID, GRID), np.float32)
+def object_masks(scene):
+    """Per object, the patches whose centre lies inside it: [bool [GRID, GRID], ...]."""
     c = (np.arange(GRID) + 0.5) * PATCH
     px, py = np.meshgrid(c, c)  # [row = y, col = x]
+    masks = []
     for o in scene.objects:
         if o.shape == "circle":
             inside = (px - o.cx) ** 2 + (py - o.cy) ** 2 < o.size ** 2
@@ -306,6 +316,33 @@ def patch_labels(scene):
             pts = scenes._polygon(o, 1.0)
             for (x0, y0), (x1, y1) in zip(pts, pts[1:] + pts[:1]):  # clockwise in image coordinates
                 inside &= (x1 - x0) * (py - y0) - (y1 - y0) * (px - x0) >= 0
+        masks.append(inside)
+    return masks
+
+
+def dilate(mask: np.ndarray) -> torch.Tensor:
+    """A [GRID, GRID] mask grown by one patch in every direction, flattened to bool [GRID * GRID]."""
+    m = torch.from_numpy(mask).float()[None, None]
+    return F.max_pool2d(m, 3, stride=1, padding=1).reshape(-1) > 0
+
+
+def focus_mask(scene, masks, question):
+    """The image tokens on (or next to) the objects a question is about: those of its shape, of its
+    colour, or of either when it names both (exists). None when no object matches (e.g. a count of 0)."""
+    words = set(question.lower().rstrip("?").split())
+    shape = next((x for x in scenes.SHAPES if x in words or x + "s" in words), None)
+    color = next((x for x in scenes.COLORS if x in words), None)
+    picked = [m for o, m in zip(scene.objects, masks) if (o.shape == shape) or (o.color == color)]
+    return dilate(np.any(picked, axis=0)) if picked else None
+
+
+def patch_labels(scene):
+    """Auxiliary per-patch targets (training only): the shape (0 = background) and colour of the
+    object under each patch centre, and whether the patch holds an object's centre."""
+    shape = np.zeros((GRID, GRID), np.int64)
+    color = np.zeros((GRID, GRID), np.int64)
+    centre = np.zeros((GRID, GRID), np.float32)
+    for o, inside in zip(scene.objects, object_masks(scene)):
         shape[inside] = scenes.SHAPES.index(o.shape) + 1
         color[inside] = scenes.COLORS.index(o.color) + 1
         centre[min(GRID - 1, int(o.cy // PATCH)), min(GRID - 1, int(o.cx // PATCH))] = 1.0
@@ -313,13 +350,32 @@ def patch_labels(scene):
 
 
 def make_train_batch(packer, args, step, batch_size):
-    items, labels = [], []
+    items, labels, focus = [], [], []
     for k in range(batch_size):
         rng = scenes.image_rng("train", args.seed, step * 10_000 + k)
         scene, img = scenes.make_scene(rng)
-        items.append((pixels(img), train_questions(scene, rng, args.extra_count, args.extra_exists)))
+        qas = train_questions(scene, rng, args.extra_count, args.extra_exists, args.side_by_color)
+        items.append((pixels(img), qas))
         labels.append(patch_labels(scene))
-    batch = pack(packer, items)
+        if step < args.focus_steps:
+            masks = object_masks(scene)
+            frng = np.random.default_rng([args.seed, step, k])
+            pick = frng.random(len(qas)) < args.focus_fraction
+            seg = [focus_mask(scene, masks, q) if p else None for (_, q, _), p in zip(qas, pick)]
+            if args.focus_anneal:
+                # also show a growing random share of the other image tokens (all of them at the end), so
+                # the model must learn to find the named object rather than average what it can see
+                share = step / args.focus_steps
+                seg = [m if m is None else m | torch.from_numpy(frng.random(GRID * GRID) < share) for m in seg]
+            focus.append(seg)
+    guide = None
+    if step < args.guide_steps:
+        # attention curriculum: question tokens see only the image tokens on or next to an object
+        guide = [dilate(shape.reshape(GRID, GRID) > 0) for shape, _, _ in labels]
+    elif step < args.focus_steps:
+        # sharper curriculum: each question sees only the image tokens of the objects it is about
+        guide = focus
+    batch = pack(packer, items, guide=guide)
     batch["aux"] = [torch.from_numpy(np.stack(x)) for x in zip(*labels)]  # shape, colour [B,256] long; centre float
     return batch
 
@@ -329,9 +385,14 @@ class AuxHeads(torch.nn.Module):
     shape / colour / object-centre. Training-only scaffolding that speeds up learning the vision
     tower from scratch; not part of the saved model."""
 
-    def __init__(self, dim):
+    def __init__(self, dim, column_weight=0.0, half_weight=0.0):
         super().__init__()
-        self.head = torch.nn.Linear(dim, 4 + 5 + 1)
+        self.column_weight = column_weight  # > 0: also regress each patch's column (x position) in [-1, 1]
+        self.half_weight = half_weight  # > 0: also classify each patch as left / right half of the image
+        self.head = torch.nn.Linear(dim, 4 + 5 + 1 + (1 if column_weight else 0) + (2 if half_weight else 0))
+        column = torch.arange(GRID * GRID) % GRID
+        self.register_buffer("column", column.float() / (GRID - 1) * 2 - 1, persistent=False)
+        self.register_buffer("half_label", (column >= GRID // 2).long(), persistent=False)
 
     def loss(self, vis, aux, metrics=False):
         out = self.head(vis)
@@ -339,6 +400,11 @@ class AuxHeads(torch.nn.Module):
         loss = (F.cross_entropy(out[..., :4].reshape(-1, 4), shape.reshape(-1))
                 + F.cross_entropy(out[..., 4:9].reshape(-1, 5), color.reshape(-1))
                 + F.binary_cross_entropy_with_logits(out[..., 9], centre, pos_weight=torch.tensor(8.0)))
+        if self.column_weight:
+            loss = loss + self.column_weight * F.mse_loss(out[..., 10], self.column.expand_as(out[..., 10]))
+        if self.half_weight:
+            half_logits = out[..., -2:].reshape(-1, 2)
+            loss = loss + self.half_weight * F.cross_entropy(half_logits, self.half_label.repeat(out.shape[0]))
         if not metrics:
             return loss
         with torch.no_grad():
@@ -347,6 +413,10 @@ class AuxHeads(torch.nn.Module):
                  "color_acc": (out[..., 4:9].argmax(-1) == color)[obj].float().mean().item(),
                  "centre_hit": (out[..., 9] > 0)[centre > 0].float().mean().item(),
                  "centre_fp": (out[..., 9] > 0)[centre == 0].float().mean().item()}
+            if self.half_weight:
+                m["half_acc"] = (out[..., -2:].argmax(-1) == self.half_label).float().mean().item()
+            if self.column_weight:
+                m["column_mse"] = F.mse_loss(out[..., 10], self.column.expand_as(out[..., 10])).item()
         return loss, m
 
 
@@ -481,7 +551,8 @@ def main():
     ap.add_argument("--out", default=str(ROOT / "models" / "default"))
     ap.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "small-vlm-scenes"),
                     help="where the val/test splits are generated (default: $TMPDIR/small-vlm-scenes)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="model init and the train stream")
+    ap.add_argument("--data-seed", type=int, default=0, help="seed of the val/test splits")
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--batch", type=int, default=32, help="images per step (each carries ~7 questions)")
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -493,6 +564,19 @@ def main():
     ap.add_argument("--vision-steps", type=int, default=0, help="phase 1: vision-tower-only steps on the auxiliary targets")
     ap.add_argument("--vision-batch", type=int, default=32)
     ap.add_argument("--vision-pre-lr", type=float, default=1e-3)
+    ap.add_argument("--aux-column", type=float, default=0.0,
+                    help="weight of an extra auxiliary target: each patch's column (x position), regressed")
+    ap.add_argument("--aux-half", type=float, default=0.0,
+                    help="weight of an extra auxiliary target: each patch's half of the image (left/right), classified")
+    ap.add_argument("--side-by-color", action="store_true", help='also train on "Which side is the {color} object on?"')
+    ap.add_argument("--side-loss-weight", type=float, default=1.0, help="weight of the answer loss of side questions")
+    ap.add_argument("--focus-steps", type=int, default=0,
+                    help="attention curriculum (after --guide-steps): until step N each question sees only the image tokens of the objects it names")
+    ap.add_argument("--focus-fraction", type=float, default=1.0, help="share of the questions that --focus-steps restricts")
+    ap.add_argument("--focus-anneal", action="store_true",
+                    help="with --focus-steps: also show each restricted question a share of the other image tokens growing from 0 to all")
+    ap.add_argument("--guide-steps", type=int, default=0,
+                    help="attention curriculum: for the first N steps the question tokens see only image tokens on/near objects")
     ap.add_argument("--extra-count", type=int, default=2)
     ap.add_argument("--extra-exists", type=int, default=1)
     ap.add_argument("--v-hidden", type=int, default=192)
@@ -502,12 +586,17 @@ def main():
     ap.add_argument("--t-layers", type=int, default=4)
     ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast for forward/backward")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--init-from", default=None, help="start from the weights of a saved checkpoint (second stage)")
+    ap.add_argument("--zero-init-probes", action="store_true",
+                    help="start the shape/colour/centre probes at zero (warm starts: no jolt to a trained tower)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the CLIP layers and the decoder")
     ap.add_argument("--eval-every", type=int, default=250)
     ap.add_argument("--val-count", type=int, default=500)
     ap.add_argument("--test-count", type=int, default=1000)
     ap.add_argument("--save-dtype", default="float16", choices=["float16", "bfloat16", "float32"])
     ap.add_argument("--time-limit", type=float, default=0, help="minutes; stop (cosine cut short) after this")
+    ap.add_argument("--stop-at", type=int, default=0, help="stop after this many steps of the --steps schedule (cosine cut short)")
+    ap.add_argument("--no-test", action="store_true", help="skip the final test-split evaluation (intermediate stages)")
     ap.add_argument("--eval-only", default=None, help="evaluate a saved checkpoint on the test split and exit")
     ap.add_argument("--report", default=None, help="write the final test results (JSON) here")
     args = ap.parse_args()
@@ -519,7 +608,7 @@ def main():
     data = Path(args.data)
 
     if args.eval_only:
-        test_dir, _ = load_split(data, "test", args.test_count, args.seed, 1)
+        test_dir, _ = load_split(data, "test", args.test_count, args.data_seed, 1)
         final_eval(Path(args.eval_only), test_dir, args)
         return
 
@@ -527,6 +616,12 @@ def main():
     processor = build_processor(tok)
     packer = Packer(processor)
     model = build_model(args, tok)
+    if args.init_from:
+        # warm start (a second stage): weights of an earlier run's saved checkpoint, upcast to float32
+        init = LlavaForConditionalGeneration.from_pretrained(args.init_from, dtype=torch.float32)
+        model.load_state_dict(init.state_dict())  # strict: the sizes must match
+        del init
+        print(f"initialised from {args.init_from}")
     model.train()
     if args.compile:
         for layer in model.model.vision_tower.encoder.layers:
@@ -538,9 +633,15 @@ def main():
     print(f"params: vision {n_vision / 1e6:.2f}M projector {n_proj / 1e6:.2f}M decoder {n_text / 1e6:.2f}M; vocab {len(tok)}")
     print("args:", json.dumps(vars(args)))
 
-    val_dir, val_items = load_split(data, "val", args.val_count, args.seed, 1)
+    val_dir, val_items = load_split(data, "val", args.val_count, args.data_seed, 1)
 
-    aux_heads = AuxHeads(args.v_hidden)
+    aux_heads = AuxHeads(args.v_hidden, args.aux_column, args.aux_half)
+    if args.zero_init_probes:
+        # warm start: the shape/colour/centre probes start at zero so their first, random gradients do
+        # not jolt the trained tower; the position probes keep their random start, which is what pulls
+        # position information (otherwise decayed away) back into the image features
+        with torch.no_grad():
+            aux_heads.head.weight[:10].zero_()
     vis = [p for n, p in model.named_parameters() if "vision_tower" in n]
     rest = [p for n, p in model.named_parameters() if "vision_tower" not in n] + list(aux_heads.parameters())
     decay = lambda ps: [p for p in ps if p.ndim >= 2]
@@ -577,7 +678,8 @@ def main():
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
             logits, vis_h = forward_logits(model, batch, [(b, p) for b, p, _, _, _ in tg], with_vision=True)
         target = torch.tensor([t for _, _, t, _, _ in tg])
-        loss = F.cross_entropy(logits.float(), target)
+        weight = torch.tensor([args.side_loss_weight if typ == "side" else 1.0 for _, _, _, _, typ in tg])
+        loss = (F.cross_entropy(logits.float(), target, reduction="none") * weight).sum() / weight.sum()
         aux_w = args.aux_weight * (1.0 if step < args.aux_until * args.steps else 0.0)
         aux_loss = aux_heads.loss(vis_h.float(), batch["aux"]) if aux_w > 0 else torch.zeros(())
         if step % 10 == 0 and aux_w > 0:
@@ -595,7 +697,8 @@ def main():
             print(f"step {step:5d} loss {loss.item():.4f} ema {ema:.4f} aux {aux_loss.item():.3f} gn {gn:.2f} lr {lr:.2e} "
                   f"imgs {seen_imgs} qs {seen_q} {el / 60:.1f} min ({el / (step + 1):.2f} s/step) cpu {time.process_time() / 60:.1f} min"
                   + ("" if aux_w == 0 else " | " + " ".join(f"{k} {v:.2f}" for k, v in aux_m.items())), flush=True)
-        last = step == args.steps - 1 or (args.time_limit and el > args.time_limit * 60)
+        last = (step == args.steps - 1 or (args.stop_at and step + 1 >= args.stop_at)
+                or (args.time_limit and el > args.time_limit * 60))
         if (step + 1) % args.eval_every == 0 or last:
             res = evaluate_packed(model, packer, val_dir, val_items)
             line, acc = fmt(res)
@@ -610,8 +713,9 @@ def main():
             break
     print(f"training done: {args.vision_steps} vision steps + {step + 1} steps, {seen_imgs} images in phase 2, {seen_q} questions, "
           f"wall {(time.time() - t_start) / 60:.1f} min (phase 2 {(time.time() - t0) / 60:.1f}), process cpu {time.process_time() / 60:.1f} min, best val {best:.4f}")
-    (out.parent / (out.name + ".train-history.json")).write_text(json.dumps(history, indent=1) + "\n") if args.report else None
-    test_dir, _ = load_split(data, "test", args.test_count, args.seed, 1)
+    if args.no_test:
+        return
+    test_dir, _ = load_split(data, "test", args.test_count, args.data_seed, 1)
     final_eval(out, test_dir, args, train_minutes=(time.time() - t_start) / 60, history=history)
 
 
