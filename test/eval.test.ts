@@ -45,3 +45,15 @@ test('a bad evaluation set names the file and the line', () => {
   assert.throws(() => readEvalSet(dir), /line 2: field "question" must be a string/);
   fs.rmSync(dir, { recursive: true });
 });
+
+test('the sweep table has as many cells in every row as in its header', async () => {
+  const { sweepTable } = await import('../src/cli/eval.js');
+  const report = {
+    policy: 'fastv' as const, policyOptions: {}, questions: 2, accuracy: 0.5, imageTokens: 64, meanKeptImageTokens: 8, meanSeconds: 0.01,
+    perType: { color: { total: 1, correct: 1, accuracy: 1 }, count: { total: 1, correct: 0, accuracy: 0 } },
+    meanFlops: { vision: 1, prefill: 1, decodeStep: 1 }, denseFlops: { vision: 1, prefill: 2, decodeStep: 1 },
+  };
+  const table = sweepTable([{ label: 'fastv', budget: '8', report }, { label: 'random', budget: 'knee', report: null }], ['color', 'count']);
+  const cells = table.split('\n').map((line) => line.split('|').length);
+  assert.equal(new Set(cells).size, 1, table);
+});

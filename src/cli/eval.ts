@@ -40,12 +40,13 @@ function summary(r: EvalReport): string {
   return `${r.policy}: accuracy ${pct(r.accuracy)}% on ${r.questions} questions (${types}); kept ${r.meanKeptImageTokens.toFixed(1)}/${r.imageTokens} image tokens; prefill ${(r.meanFlops.prefill / 1e9).toFixed(2)} GFLOP (dense ${(r.denseFlops.prefill / 1e9).toFixed(2)}); ${(1000 * r.meanSeconds).toFixed(0)} ms/question`;
 }
 
-function sweepTable(rows: { label: string; budget: string; report: EvalReport | null }[], types: string[]): string {
+/** The sweep's markdown table: one row per policy and budget, one column per question type. */
+export function sweepTable(rows: { label: string; budget: string; report: EvalReport | null }[], types: string[]): string {
   const head = `| policy | budget | accuracy | ${types.join(' | ')} | kept image tokens | prefill GFLOP | decode-step GFLOP | ms/question |`;
-  const rule = `|${'---|'.repeat(8 + types.length)}`;
+  const rule = `|${'---|'.repeat(7 + types.length)}`;
   const body = rows.map(({ label, budget, report: r }) =>
     r === null
-      ? `| ${label} | ${budget} | n/a (random needs a count) |${' |'.repeat(5 + types.length)}`
+      ? `| ${label} | ${budget} | n/a (random needs a count) |${' |'.repeat(4 + types.length)}`
       : `| ${label} | ${budget} | ${pct(r.accuracy)} | ${types.map((t) => (r.perType[t] ? pct(r.perType[t]!.accuracy) : '-')).join(' | ')} | ${r.meanKeptImageTokens.toFixed(1)} | ${(r.meanFlops.prefill / 1e9).toFixed(3)} | ${(r.meanFlops.decodeStep / 1e9).toFixed(4)} | ${(1000 * r.meanSeconds).toFixed(0)} |`,
   );
   return [head, rule, ...body].join('\n');
