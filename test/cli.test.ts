@@ -102,3 +102,9 @@ for (const [name, args, pattern] of policyErrors) {
     assert.doesNotMatch(r.stderr, /\n\s+at /);
   });
 }
+
+test('without --model, run answers a scene question with the shipped model', () => {
+  const r = run('--image', fixturePath('scenes', 'images', 'test-000000.png'), '--prompt', 'What color is the triangle?');
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.stdout.trim(), 'blue');
+});
