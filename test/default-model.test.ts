@@ -8,9 +8,8 @@ import fs from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { defaultModelDir } from '../src/cli/default-model.js';
 import { decodeImage, type RgbImage } from '../src/io/image.js';
-import { KvCache } from '../src/models/kv-cache.js';
 import { VisionLanguageModel } from '../src/pipeline/vision-language-model.js';
-import { fixturePath, relativeL2 } from './helpers.js';
+import { fixturePath, lastPrefillLogits, relativeL2 } from './helpers.js';
 
 interface Case {
   image: string;
@@ -47,16 +46,8 @@ describe('the shipped model (models/default) matches transformers', () => {
       assert.deepEqual(result.tokens, c.greedyTokens, 'greedy tokens');
       assert.equal(result.text.trim(), c.answer);
 
-      // Last-position logits of the prefill, through the decoder layers generate uses.
-      const decoder = vlm.model.decoder;
-      const cfg = decoder.config;
       const features = await vlm.model.imageFeatures(vlm.imageProcessor.preprocess(image).pixelValues);
-      let hidden = decoder.embed(c.inputIds);
-      hidden.set(features, c.inputIds.indexOf(vlm.model.config.imageTokenIndex) * cfg.hiddenSize);
-      const cache = new KvCache(cfg.numHiddenLayers, cfg.numKeyValueHeads, cfg.headDim);
-      const positions = c.inputIds.map((_, i) => i);
-      for (let layer = 0; layer < cfg.numHiddenLayers; layer++) hidden = (await decoder.runLayer(layer, hidden, positions, cache)).hidden;
-      const logits = await decoder.logits(hidden.slice((c.inputIds.length - 1) * cfg.hiddenSize), 1);
+      const logits = await lastPrefillLogits(vlm, c.inputIds, features, c.inputIds.indexOf(vlm.model.config.imageTokenIndex));
       const error = relativeL2(logits, c.lastLogits);
       assert.ok(error <= 1e-3, `last logits relative L2 ${error}`);
     });

@@ -5,6 +5,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CorematchingError } from '../src/io/errors.js';
+import { KvCache } from '../src/models/kv-cache.js';
+import type { VisionLanguageModel } from '../src/pipeline/vision-language-model.js';
 
 // Tests run from dist/test/; fixtures stay in the source tree.
 const root = fileURLToPath(new URL('../../', import.meta.url));
@@ -50,4 +52,17 @@ export function throwsWith(fn: () => unknown, ...fragments: string[]): void {
     for (const f of fragments) assert.ok(err.message.includes(f), `message "${err.message}" lacks "${f}"`);
     return true;
   });
+}
+
+/** Last-position logits of a prefill through the decoder layers generate uses, with the image
+ * features written over the image tokens starting at `imageTokenStart`. */
+export async function lastPrefillLogits(vlm: VisionLanguageModel, inputIds: number[], features: Float32Array, imageTokenStart: number): Promise<Float32Array> {
+  const decoder = vlm.model.decoder;
+  const c = decoder.config;
+  let hidden = decoder.embed(inputIds);
+  hidden.set(features, imageTokenStart * c.hiddenSize);
+  const cache = new KvCache(c.numHiddenLayers, c.numKeyValueHeads, c.headDim);
+  const positions = inputIds.map((_, i) => i);
+  for (let layer = 0; layer < c.numHiddenLayers; layer++) hidden = (await decoder.runLayer(layer, hidden, positions, cache)).hidden;
+  return decoder.logits(hidden.slice((inputIds.length - 1) * c.hiddenSize), 1);
 }

@@ -8,9 +8,8 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { decodeImage } from '../src/io/image.js';
 import { SafetensorsFile } from '../src/io/safetensors.js';
-import { KvCache } from '../src/models/kv-cache.js';
 import { VisionLanguageModel } from '../src/pipeline/vision-language-model.js';
-import { fixturePath, maxAbsDiff, relativeL2 } from './helpers.js';
+import { fixturePath, lastPrefillLogits, maxAbsDiff, relativeL2 } from './helpers.js';
 
 interface Reference {
   model: string;
@@ -63,15 +62,7 @@ for (const modelName of modelNames) {
         assert.equal(result.imageTokens, ref.imageTokens);
         assert.deepEqual(result.tokens, ref.greedyTokens, 'greedy tokens');
 
-        // Last-position logits of the prefill, through the same decoder layers generate uses.
-        const decoder = vlm.model.decoder;
-        const c = decoder.config;
-        let hidden = decoder.embed(ref.inputIds);
-        hidden.set(features, ref.imageTokenStart * c.hiddenSize);
-        const cache = new KvCache(c.numHiddenLayers, c.numKeyValueHeads, c.headDim);
-        const positions = ref.inputIds.map((_, i) => i);
-        for (let layer = 0; layer < c.numHiddenLayers; layer++) hidden = (await decoder.runLayer(layer, hidden, positions, cache)).hidden;
-        const logits = await decoder.logits(hidden.slice((ref.inputIds.length - 1) * c.hiddenSize), 1);
+        const logits = await lastPrefillLogits(vlm, ref.inputIds, features, ref.imageTokenStart);
         const logitError = relativeL2(logits, tensors.read('last_logits'));
         assert.ok(logitError <= 1e-3, `last logits relative L2 ${logitError}`);
         tensors.close();
