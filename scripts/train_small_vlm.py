@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Train the small LLaVA-style VLM that ships as models/default/ (dev-time; PyTorch CPU, seeded).
 
-    bash scripts/train_default_model.sh                   # the shipped model: three runs of this script
+    bash scripts/train_default_model.sh                   # the shipped model: five runs of this script
     python scripts/train_small_vlm.py --out /tmp/smoke --steps 60 --eval-every 30  # smoke run
     python scripts/train_small_vlm.py --eval-only models/default --test-count 1000 # test accuracy
 
