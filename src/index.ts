@@ -1,5 +1,6 @@
 /** The corematching library: load a LLaVA checkpoint folder once, generate many times. */
-export { VisionLanguageModel, LLAVA_15_TEMPLATE } from './pipeline/vision-language-model.js';
+export { VisionLanguageModel } from './pipeline/vision-language-model.js';
+export { LlavaProcessor, LLAVA_15_TEMPLATE } from './pipeline/processor.js';
 export type { GenerateOptions, GenerateResult, LoadOptions, PhaseFlops } from './pipeline/vision-language-model.js';
 export type { GenerationStats } from './pipeline/generation-loop.js';
 export type { SamplingOptions } from './pipeline/sampling.js';
@@ -7,7 +8,8 @@ export { evaluate, normalizeAnswer, type EvalReport } from './pipeline/evaluate.
 export { renderTokenMap } from './pipeline/token-map.js';
 export { createPolicy, POLICY_NAMES, type PolicyName } from './sparsity/create-policy.js';
 export { DEFAULT_POLICY_OPTIONS, type PolicyOptions } from './sparsity/options.js';
-export type { SparsityPolicy, SparsityReport, PrefillContext } from './sparsity/policy.js';
+export type { AttentionTap, FfnTap, PrefillContext, PrefillTaps, SparsityPolicy, SparsityReport } from './sparsity/policy.js';
+export { TokenSelectionPolicy } from './sparsity/token-selection.js';
 export { CorematchingError } from './io/errors.js';
 export { decodeImage, type RgbImage } from './io/image.js';
 export { readEvalSet, type EvalItem } from './io/eval-set.js';

@@ -3,8 +3,13 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { loadLlavaConfig } from '../src/io/config.js';
+import { CorematchingError } from '../src/io/errors.js';
 import { loadGenerationConfig } from '../src/io/generation-config.js';
 import { tempDir, throwsWith } from './helpers.js';
+
+test('errors name the file', () => {
+  assert.equal(new CorematchingError('bad', 'x.json').message, 'x.json: bad');
+});
 
 /** A temp folder holding config.json (an object is serialised; a string is written verbatim). */
 function folder(config?: unknown, file = 'config.json'): string {

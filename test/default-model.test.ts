@@ -46,7 +46,7 @@ describe('the shipped model (models/default) matches transformers', () => {
       assert.deepEqual(result.tokens, c.greedyTokens, 'greedy tokens');
       assert.equal(result.text.trim(), c.answer);
 
-      const features = await vlm.model.imageFeatures(vlm.imageProcessor.preprocess(image).pixelValues);
+      const features = await vlm.model.imageFeatures(vlm.processor.imageProcessor.preprocess(image).pixelValues);
       const logits = await lastPrefillLogits(vlm, c.inputIds, features, c.inputIds.indexOf(vlm.model.config.imageTokenIndex));
       const error = relativeL2(logits, c.lastLogits);
       assert.ok(error <= 1e-3, `last logits relative L2 ${error}`);

@@ -5,7 +5,6 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CorematchingError } from '../src/io/errors.js';
-import { KvCache } from '../src/models/kv-cache.js';
 import type { VisionLanguageModel } from '../src/pipeline/vision-language-model.js';
 
 // Tests run from dist/test/; fixtures stay in the source tree.
@@ -54,15 +53,12 @@ export function throwsWith(fn: () => unknown, ...fragments: string[]): void {
   });
 }
 
-/** Last-position logits of a prefill through the decoder layers generate uses, with the image
+/** Last-position logits of a prefill through the decoder generate uses, with the image
  * features written over the image tokens starting at `imageTokenStart`. */
 export async function lastPrefillLogits(vlm: VisionLanguageModel, inputIds: number[], features: Float32Array, imageTokenStart: number): Promise<Float32Array> {
   const decoder = vlm.model.decoder;
-  const c = decoder.config;
-  let hidden = decoder.embed(inputIds);
-  hidden.set(features, imageTokenStart * c.hiddenSize);
-  const cache = new KvCache(c.numHiddenLayers, c.numKeyValueHeads, c.headDim);
+  const hidden = decoder.embed(inputIds);
+  hidden.set(features, imageTokenStart * decoder.config.hiddenSize);
   const positions = inputIds.map((_, i) => i);
-  for (let layer = 0; layer < c.numHiddenLayers; layer++) hidden = (await decoder.runLayer(layer, hidden, positions, cache)).hidden;
-  return decoder.logits(hidden.slice((inputIds.length - 1) * c.hiddenSize), 1);
+  return (await decoder.forward(hidden, positions, decoder.newCache(inputIds.length))).logits;
 }

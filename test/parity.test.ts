@@ -44,7 +44,7 @@ for (const modelName of modelNames) {
       test(file, async () => {
         const tensors = new SafetensorsFile(path.join(referenceDir, file.replace(/\.json$/, '.safetensors')));
         const image = await decodeImage(fixturePath('photos', ref.photo));
-        const { pixelValues } = vlm.imageProcessor.preprocess(image);
+        const { pixelValues } = vlm.processor.imageProcessor.preprocess(image);
         assert.ok(maxAbsDiff(pixelValues, tensors.read('pixel_values')) <= 1e-3, 'pixel values within 1e-3');
 
         const features = await vlm.model.imageFeatures(pixelValues);

@@ -7,9 +7,10 @@ import { describe, test } from 'node:test';
 import { CorematchingError } from '../src/io/errors.js';
 import type { SparsityPolicy } from '../src/sparsity/policy.js';
 import { createPolicy, POLICY_NAMES } from '../src/sparsity/create-policy.js';
-import { parsePolicyOptions, resolvePolicyOptions, neuronLayerIndices, type PolicyOptions } from '../src/sparsity/options.js';
-import { CoreMatchingPolicy } from '../src/sparsity/corematching.js';
-import { ProjectionPolicy } from '../src/sparsity/projection.js';
+import { resolvePolicyOptions, neuronLayerIndices, type PolicyOptions } from '../src/sparsity/options.js';
+import type { CoreMatchingPolicy } from '../src/sparsity/corematching.js';
+import { addPolicyFlags, policyFromFlags, type PolicyFlags } from '../src/cli/policy-flags.js';
+import { Command } from 'commander';
 
 interface Shape {
   numLayers: number;
@@ -36,6 +37,17 @@ const act = (layer: number, pos: number, n: number) => Math.round((h(layer, pos,
 const attn = (layer: number, head: number, pos: number) => h(layer, head, pos, 7) ** 3;
 const value = (layer: number, kv: number, pos: number, d: number) => h(layer, kv, pos, d, 9) - 0.5;
 
+const contextOf = (s: Shape) => ({
+  numLayers: s.numLayers,
+  promptLength: s.promptLength,
+  imageStart: s.imageStart,
+  imageTokens: s.imageTokens,
+  intermediateSize: s.D,
+  numAttentionHeads: s.heads,
+  numKeyValueHeads: s.kvHeads,
+  headDim: s.headDim,
+});
+
 interface Run {
   keptPositions: number[]; // prompt positions the last layer saw
   neurons: (number[] | null)[];
@@ -43,22 +55,21 @@ interface Run {
 }
 
 /** What generation-loop.ts does with a policy, with synthetic layer outputs. */
-function drive(policy: SparsityPolicy, s: Shape = SHAPE, withHeads = false): Run {
-  const heads = withHeads ? { numAttentionHeads: s.heads, numKeyValueHeads: s.kvHeads, headDim: s.headDim } : {};
-  policy.begin({ numLayers: s.numLayers, promptLength: s.promptLength, imageStart: s.imageStart, imageTokens: s.imageTokens, intermediateSize: s.D, ...heads });
+function drive(policy: SparsityPolicy, s: Shape = SHAPE): Run {
+  policy.begin(contextOf(s));
   let positions = Array.from({ length: s.promptLength }, (_, i) => i);
   const seenByLayer: number[][] = [];
   for (let l = 0; l < s.numLayers; l++) {
     const keep = policy.selectTokens(l);
     if (keep !== null) positions = keep.map((i) => positions[i]!);
     seenByLayer.push(positions);
-    const extras = policy.prefillExtras(l);
+    const extras = policy.prefillTaps(l);
     if (extras.ffnActivations) {
       const a = new Float32Array(positions.length * s.D);
       positions.forEach((p, t) => {
         for (let n = 0; n < s.D; n++) a[t * s.D + n] = act(l, p, n);
       });
-      policy.afterFfn(l, a, positions.length);
+      policy.afterFfn(l, { activations: a, tokens: positions.length, width: s.D });
     }
     if (extras.lastAttention) {
       const T = positions.length;
@@ -70,7 +81,7 @@ function drive(policy: SparsityPolicy, s: Shape = SHAPE, withHeads = false): Run
       }
       const values = new Float32Array(s.kvHeads * T * s.headDim);
       for (let k = 0; k < s.kvHeads; k++) for (let t = 0; t < T; t++) for (let d = 0; d < s.headDim; d++) values[(k * T + t) * s.headDim + d] = value(l, k, positions[t]!, d);
-      policy.afterAttention(l, probs, values);
+      policy.afterAttention(l, { probs, values, tokens: T, heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim });
     }
   }
   const neurons = Array.from({ length: s.numLayers }, (_, l) => policy.decodeNeurons(l));
@@ -186,8 +197,8 @@ describe('corematching policies', () => {
 
   test('extras are requested only where needed', () => {
     const p = createPolicy('corematching', { tokenLayer: 2, neuronLayers: [3] }, 4);
-    p.begin({ numLayers: 4, promptLength: 30, imageStart: 3, imageTokens: 20, intermediateSize: 40 });
-    assert.deepEqual([0, 1, 2, 3].map((l) => p.prefillExtras(l)), [{}, { ffnActivations: true }, {}, { ffnActivations: true }]);
+    p.begin(contextOf(SHAPE));
+    assert.deepEqual([0, 1, 2, 3].map((l) => p.prefillTaps(l)), [{}, { ffnActivations: true }, {}, { ffnActivations: true }]);
     const t = createPolicy('corematching-tokens', { tokenLayer: 2, pruneEarlyKv: true }, 4);
     assert.equal(t.pruneEarlyKv, true);
   });
@@ -219,7 +230,7 @@ describe('attention policies', () => {
       assert.deepEqual(run.neurons, [null, null, null, null]);
     });
     test(`projection budget ${budget}`, () => {
-      const p = new ProjectionPolicy({ tokenLayer: 3, budget }, { numKeyValueHeads: SHAPE.kvHeads, headDim: SHAPE.headDim });
+      const p = createPolicy('projection', { tokenLayer: 3, budget }, 4);
       const run = drive(p);
       const probs = lastRowProbs(2);
       const T = SHAPE.promptLength;
@@ -236,18 +247,24 @@ describe('attention policies', () => {
           scores[i]! += probs[hh]![SHAPE.imageStart + i]! * norm(v) * cos;
         }
       }
-      const got = Array.from(p.imageTokenScores()!);
+      const got = Array.from(p.imageTokenScores!()!);
       got.forEach((g, i) => assert.ok(Math.abs(g - scores[i]!) < 1e-9, `score ${i}: ${g} vs ${scores[i]}`));
       assert.deepEqual(run.keptPositions, promptWith(budgetPick(scores, budget, 1)));
     });
   }
-  test('projection reads the head layout from the prefill context', () => {
-    const fromContext = createPolicy('projection', { tokenLayer: 2, budget: 6 }, 4);
-    const fromConstructor = new ProjectionPolicy({ tokenLayer: 2, budget: 6 }, { numKeyValueHeads: SHAPE.kvHeads, headDim: SHAPE.headDim });
-    assert.deepEqual(drive(fromContext, SHAPE, true).keptPositions, drive(fromConstructor).keptPositions);
+  test('projection reads the head layout from the attention tap', () => {
+    // Two key/value heads of size 3, or one of size 6, over the same numbers: different scores.
+    const p = createPolicy('projection', { tokenLayer: 2, budget: 6 }, 4);
+    const q = createPolicy('projection', { tokenLayer: 2, budget: 6 }, 4);
+    drive(p);
+    drive(q, { ...SHAPE, kvHeads: 1, headDim: 6 });
+    assert.notDeepEqual(Array.from(p.imageTokenScores!()!), Array.from(q.imageTokenScores!()!));
   });
-  test('projection without the head layout is an error', () => {
-    assert.throws(() => drive(createPolicy('projection', { tokenLayer: 2 }, 4)), /key\/value heads/);
+  test('an attention tap that does not match its head layout is an error', () => {
+    const p = createPolicy('projection', { tokenLayer: 2 }, 4);
+    p.begin(contextOf(SHAPE));
+    const tap = { probs: new Float32Array(4 * 30), values: new Float32Array(2 * 30 * 3), tokens: 30, heads: 4, kvHeads: 2, headDim: 4 };
+    assert.throws(() => p.afterAttention(1, tap), /key\/value heads/);
   });
 });
 
@@ -321,18 +338,24 @@ describe('option validation', () => {
     assert.throws(() => drive(createPolicy('corematching', { reference: -31 }, 4)), /reference -31 is outside the prompt of 30 tokens/);
   });
   test('CLI strings', () => {
+    /** The policy flags as `run`, `eval` and `visualize` parse them. */
+    const parse = (...args: string[]) => {
+      const command = addPolicyFlags(new Command()).exitOverride().configureOutput({ writeErr: () => {} });
+      command.parse(args, { from: 'user' });
+      return policyFromFlags(command.opts<PolicyFlags>()).policyOptions;
+    };
     assert.deepEqual(
-      parsePolicyOptions({ rho: '0.3', beta: '0.5', tokenLayer: '3', reference: '-5', match: 'core', budget: '64', minKeep: '2', neuronLayers: '1, 2,7', pruneEarlyKv: true, seed: '9' }),
+      parse('--rho', '0.3', '--beta', '0.5', '--token-layer', '3', '--reference', '-5', '--match', 'core', '--budget', '64', '--min-keep', '2', '--neuron-layers', '1, 2,7', '--prune-early-kv', '--seed', '9'),
       { rho: 0.3, beta: 0.5, tokenLayer: 3, reference: -5, match: 'core', budget: 64, minKeep: 2, neuronLayers: [1, 2, 7], pruneEarlyKv: true, seed: 9, reportNeuronIndices: false },
     );
-    assert.equal(parsePolicyOptions({ budget: '0.25' }).budget, 0.25);
-    assert.equal(parsePolicyOptions({ 'token-layer': '4' }).tokenLayer, 4);
-    assert.equal(parsePolicyOptions({ reference: 'text', neuronLayers: 'all' }).neuronLayers, 'all');
-    assert.throws(() => parsePolicyOptions({ rho: 'abc' }), /--rho must be a number in \(0, 1\], got "abc"/);
-    assert.throws(() => parsePolicyOptions({ rho: '2' }), /--rho must be a number in \(0, 1\], got 2/);
-    assert.throws(() => parsePolicyOptions({ tokenLayer: '2.5' }), /--token-layer must be/);
-    assert.throws(() => parsePolicyOptions({ budget: 'lots' }), /--budget must be/);
-    assert.throws(() => parsePolicyOptions({ neuronLayers: '1,x' }), /--neuron-layers must be/);
-    assert.throws(() => parsePolicyOptions({ minKeep: '0' }), /--min-keep must be/);
+    assert.equal(parse('--budget', '0.25').budget, 0.25);
+    assert.equal(parse('--token-layer', '4').tokenLayer, 4);
+    assert.equal(parse('--reference', 'text', '--neuron-layers', 'all').neuronLayers, 'all');
+    assert.throws(() => parse('--rho', 'abc'), /--rho must be a number in \(0, 1\], got "abc"/);
+    assert.throws(() => parse('--rho', '2'), /--rho must be a number in \(0, 1\], got 2/);
+    assert.throws(() => parse('--token-layer', '2.5'), /--token-layer must be/);
+    assert.throws(() => parse('--budget', 'lots'), /--budget must be/);
+    assert.throws(() => parse('--neuron-layers', '1,x'), /--neuron-layers must be/);
+    assert.throws(() => parse('--min-keep', '0'), /--min-keep must be/);
   });
 });

@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TextTokenizer } from '../src/io/tokenizer.js';
-import { renderLlavaPrompt } from '../src/io/chat-template.js';
+import { PromptTemplate, processorImageToken } from '../src/io/chat-template.js';
 import { fixturePath, tempDir, throwsWith } from './helpers.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
@@ -97,6 +97,10 @@ test('tokenizer errors name the file', () => {
   fs.copyFileSync(path.join(QWEN3, 'tokenizer.json'), path.join(badConfig, 'tokenizer.json'));
   throwsWith(() => TextTokenizer.load(badConfig), 'tokenizer_config.json', 'invalid JSON');
 });
+
+/** A folder's prompt for a question, with the template and image token a processor would load. */
+const renderLlavaPrompt = (dir: string, question: string, fallback: string) =>
+  PromptTemplate.load(dir, processorImageToken(dir) ?? '<image>', fallback).render(question);
 
 const LLAVA_TEMPLATE =
   "{% for message in messages %}{{ message['role'].upper() + ': ' }}{% for c in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\n' }}{% endfor %}" +

@@ -15,16 +15,17 @@ interface RunOptions extends PolicyFlags {
   temperature?: number;
   topK?: number;
   topP?: number;
-  seed?: number;
   threads?: number;
   rawPrompt?: boolean;
   stop: string[];
   json?: boolean;
 }
 
+/** --greedy, or sampling when a sampling parameter is given; otherwise the checkpoint's generation_config.json decides. */
 function samplingOptions(o: RunOptions): SamplingOptions {
+  if (o.greedy) return { doSample: false };
   // --seed alone also seeds the random policy, so only a sampling parameter turns sampling on.
-  const sampled = !o.greedy && (o.temperature !== undefined || o.topK !== undefined || o.topP !== undefined);
+  const sampled = o.temperature !== undefined || o.topK !== undefined || o.topP !== undefined;
   if (!sampled) return {};
   return {
     doSample: true,
@@ -43,11 +44,10 @@ export function runCommand(program: Command): void {
     .requiredOption('--image <file>', 'image file (JPEG, PNG or WebP)')
     .requiredOption('--prompt <text>', 'the question (wrapped by the chat template unless --raw-prompt)')
     .option('--max-new-tokens <n>', 'maximum number of tokens to generate', positiveInt, 128)
-    .option('--greedy', 'greedy decoding (the default unless a sampling option is given)')
+    .option('--greedy', "greedy decoding (the default unless a sampling option is given or the checkpoint's generation_config.json samples)")
     .option('--temperature <t>', 'sampling temperature', positiveNumber)
     .option('--top-k <k>', 'sample among the k most likely tokens (0 = all)', nonNegativeInt)
     .option('--top-p <p>', 'nucleus sampling probability mass', probability)
-    .option('--seed <s>', 'sampling seed', nonNegativeInt)
     .option('--threads <n>', 'ONNX Runtime threads', positiveInt)
     .option('--raw-prompt', 'use the prompt verbatim (it must contain one <image>)')
     .option('--stop <text>', 'stop when the output contains this text (repeatable)', collect, [])

@@ -18,12 +18,6 @@ interface VisualizeOptions extends PolicyFlags {
   threads?: number;
 }
 
-/** Policies that score image tokens expose their last scores. */
-interface ScoresTokens {
-  imageTokenScores(): ArrayLike<number> | null;
-}
-const scoresTokens = (p: object): p is ScoresTokens => typeof (p as Partial<ScoresTokens>).imageTokenScores === 'function';
-
 export function visualizeCommand(program: Command): void {
   const command = program
     .command('visualize')
@@ -38,16 +32,16 @@ export function visualizeCommand(program: Command): void {
     if (name === 'dense' || name === 'corematching-neurons') throw new CorematchingError(`policy ${name} keeps every image token; visualize needs a token policy`);
     const vlm = await loadWithProgress(o.model ?? defaultModelDir(), o.threads);
     const c = vlm.config;
-    const policy = createPolicy(name, policyOptions, c.text.numHiddenLayers, c.text);
+    const policy = createPolicy(name, policyOptions, c.text.numHiddenLayers);
     const image = await decodeImage(o.image);
     const result = await vlm.generate({ image, prompt: o.prompt, maxNewTokens: 16, policy });
     const grid = Math.floor(c.vision.imageSize / c.vision.patchSize);
     // With CLIP and the `full` strategy the first image token is CLS, which has no place on the grid.
     const skip = result.imageTokens - grid * grid;
     if (skip !== 0 && skip !== 1) throw new CorematchingError(`${result.imageTokens} image tokens do not form a ${grid}x${grid} grid`);
-    const scores = scoresTokens(policy) ? policy.imageTokenScores() : null;
+    const scores = policy.imageTokenScores?.() ?? null;
     const png = await renderTokenMap({
-      view: vlm.imageProcessor.modelView(image),
+      view: vlm.processor.imageProcessor.modelView(image),
       grid,
       patch: c.vision.patchSize,
       kept: result.sparsity.keptImageTokens.map((t) => t - skip).filter((t) => t >= 0),

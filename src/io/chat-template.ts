@@ -69,52 +69,73 @@ export function findProcessorChatTemplate(dir: string): ChatTemplate | null {
   return null;
 }
 
-/** Renders a template with the variables transformers passes: the conversation, the flags and
- * the tokenizer's named special tokens (bos_token, eos_token, ...). */
-export function renderChatTemplate(chat: ChatTemplate, messages: unknown[], specialTokens: Record<string, string>): string {
-  try {
-    return new Template(chat.template).render({
-      ...specialTokens,
-      messages,
-      tools: null,
-      documents: null,
-      add_generation_prompt: true,
-    });
-  } catch (err) {
-    throw new CorematchingError(`chat template failed to render: ${(err as Error).message}`, chat.file);
-  }
-}
-
 /** The one-image conversation LlavaProcessor users write. */
-export function llavaConversation(question: string): unknown[] {
+function llavaConversation(question: string): unknown[] {
   return [{ role: 'user', content: [{ type: 'image' }, { type: 'text', text: question }] }];
 }
 
-/**
- * Prompt text for `question` about one image. `fallbackTemplate` is used when the folder has no
- * usable template; its `{question}` is replaced by the question (e.g. LLaVA-1.5's
- * 'USER: <image>\n{question} ASSISTANT:').
- */
-export function renderLlavaPrompt(dir: string, question: string, fallbackTemplate: string): string {
-  const abs = path.resolve(dir);
-  const tokenizerConfig = readTokenizerConfig(abs);
-  const specialTokens = specialTokensMap(tokenizerConfig);
-  const messages = llavaConversation(question);
+/** A chat template compiled once, rendered with the variables transformers passes: the
+ * conversation, the flags and the tokenizer's named special tokens (bos_token, eos_token, ...). */
+class CompiledTemplate {
+  private readonly template: Template;
+  private readonly file: string;
 
-  const processorTemplate = findProcessorChatTemplate(abs);
-  if (processorTemplate !== null) return renderChatTemplate(processorTemplate, messages, specialTokens);
-
-  const tokenizerFile = path.join(abs, 'tokenizer_config.json');
-  const tokenizerTemplate = pickTemplate(tokenizerConfig.chat_template, tokenizerFile, 'chat_template');
-  if (tokenizerTemplate !== null) {
-    const prompt = renderChatTemplate({ template: tokenizerTemplate, file: tokenizerFile }, messages, specialTokens);
-    if (prompt.includes(imageToken(abs))) return prompt;
+  constructor(
+    chat: ChatTemplate,
+    private readonly specialTokens: Record<string, string>,
+  ) {
+    this.file = chat.file;
+    try {
+      this.template = new Template(chat.template);
+    } catch (err) {
+      throw new CorematchingError(`chat template failed to render: ${(err as Error).message}`, chat.file);
+    }
   }
-  return fallbackTemplate.split('{question}').join(question);
+
+  render(question: string): string {
+    try {
+      return this.template.render({ ...this.specialTokens, messages: llavaConversation(question), tools: null, documents: null, add_generation_prompt: true });
+    } catch (err) {
+      throw new CorematchingError(`chat template failed to render: ${(err as Error).message}`, this.file);
+    }
+  }
 }
 
-/** LlavaProcessor's image placeholder: processor_config.json's image_token, "<image>" by default. */
-function imageToken(dir: string): string {
+/**
+ * The prompt text for a question about one image, from the folder's template found once at load.
+ * `fallbackTemplate` is used when the folder has no usable template; its `{question}` is replaced
+ * by the question (e.g. LLaVA-1.5's 'USER: <image>\n{question} ASSISTANT:').
+ */
+export class PromptTemplate {
+  private constructor(
+    private readonly compiled: CompiledTemplate | null,
+    private readonly fallbackTemplate: string,
+  ) {}
+
+  static load(dir: string, imageToken: string, fallbackTemplate: string): PromptTemplate {
+    const abs = path.resolve(dir);
+    const tokenizerConfig = readTokenizerConfig(abs);
+    const specialTokens = specialTokensMap(tokenizerConfig);
+
+    const processorTemplate = findProcessorChatTemplate(abs);
+    if (processorTemplate !== null) return new PromptTemplate(new CompiledTemplate(processorTemplate, specialTokens), fallbackTemplate);
+    const tokenizerFile = path.join(abs, 'tokenizer_config.json');
+    const tokenizerTemplate = pickTemplate(tokenizerConfig.chat_template, tokenizerFile, 'chat_template');
+    if (tokenizerTemplate !== null) {
+      const compiled = new CompiledTemplate({ template: tokenizerTemplate, file: tokenizerFile }, specialTokens);
+      // A text-only template would silently drop the image: use it only if it renders the placeholder.
+      if (compiled.render('?').includes(imageToken)) return new PromptTemplate(compiled, fallbackTemplate);
+    }
+    return new PromptTemplate(null, fallbackTemplate);
+  }
+
+  render(question: string): string {
+    return this.compiled === null ? this.fallbackTemplate.split('{question}').join(question) : this.compiled.render(question);
+  }
+}
+
+/** LlavaProcessor's image placeholder as processor_config.json names it (image_token), or null. */
+export function processorImageToken(dir: string): string | null {
   const token = readOptionalJsonObject(path.join(dir, 'processor_config.json'))?.image_token;
-  return typeof token === 'string' ? token : '<image>';
+  return typeof token === 'string' ? token : null;
 }

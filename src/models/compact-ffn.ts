@@ -2,8 +2,15 @@
  * Compact FFN weights for a set of neurons: the neurons' rows of gate, up and (transposed) down.
  * Gathered once per request (after prefill) so each decode step reads only the core neurons' weights.
  */
+import type ort from 'onnxruntime-node';
 import { tensor } from '../graph/session.js';
-import type { FfnWeights } from './llama.js';
+
+/** A decoder layer's FFN as the graph takes it: [gate; up] rows and down_proj transposed. */
+export interface FfnWeights {
+  gateUp: ort.Tensor;
+  down: ort.Tensor;
+  gateUpBias?: ort.Tensor;
+}
 
 export interface DenseFfn {
   /** Each [intermediate, hidden]: one row per neuron (down is down_proj transposed). */

@@ -3,6 +3,7 @@
  * included; norms and activations ignored) of the vision tower, the prefill and one decode step.
  */
 import type { LlavaConfig, TextConfig } from '../io/model-config.js';
+import { imageTokenCount } from './llava.js';
 import { visionTokenCount } from './vision-tower.js';
 
 /** Vision tower (patch embedding and the layers LLaVA runs) plus the projector. */
@@ -13,7 +14,7 @@ export function visionFlops(c: LlavaConfig): number {
   const layers = Math.max(...c.visionFeatureLayers);
   const perLayer = tokens * (4 * v.hiddenSize * v.hiddenSize + 2 * v.hiddenSize * v.intermediateSize) + 2 * tokens * tokens * v.hiddenSize;
   const embed = patches * v.hiddenSize * v.numChannels * v.patchSize * v.patchSize;
-  const imageTokens = c.visionFeatureSelectStrategy === 'default' ? tokens - 1 : tokens;
+  const imageTokens = imageTokenCount(c);
   const projector = imageTokens * (v.hiddenSize * c.visionFeatureLayers.length * c.text.hiddenSize + c.text.hiddenSize * c.text.hiddenSize);
   return 2 * (embed + layers * perLayer + projector);
 }

@@ -1,57 +1,116 @@
 /**
- * Per-layer key/value cache, [kvHeads, length, headDim] per layer. Layers may hold different
- * lengths: token pruning leaves later layers with fewer cached tokens than early ones.
+ * Per-layer key/value cache, preallocated for the context a request may reach and written in
+ * place (llama2.c's RunState): a decode step appends one token's keys and values, it never copies
+ * the cache. Each layer holds [kvHeads, capacity, headDim]; the first `length` slots of every head
+ * are filled. Layers may hold different lengths: token pruning leaves later layers with fewer
+ * cached tokens than early ones. Buffers are kept across requests and grow only when needed.
  */
 import type ort from 'onnxruntime-node';
+import { CorematchingError } from '../io/errors.js';
 import { tensor } from '../graph/session.js';
 
 interface LayerKv {
   k: Float32Array;
   v: Float32Array;
   length: number;
+  /** ORT views of k and v at the current capacity, made once per reset. */
+  tensors: { k: ort.Tensor; v: ort.Tensor } | undefined;
 }
 
 export class KvCache {
   private readonly layers: LayerKv[];
+  private capacityTokens = 0;
 
-  constructor(numLayers: number, private readonly kvHeads: number, private readonly headDim: number) {
-    this.layers = Array.from({ length: numLayers }, () => ({ k: new Float32Array(0), v: new Float32Array(0), length: 0 }));
+  constructor(
+    numLayers: number,
+    readonly kvHeads: number,
+    readonly headDim: number,
+  ) {
+    this.layers = Array.from({ length: numLayers }, () => ({ k: new Float32Array(0), v: new Float32Array(0), length: 0, tensors: undefined }));
+  }
+
+  /** Tokens each layer can hold until the next reset. */
+  get capacity(): number {
+    return this.capacityTokens;
+  }
+
+  /** Empties every layer and makes room for `capacity` tokens per layer. */
+  reset(capacity: number): void {
+    const size = this.kvHeads * capacity * this.headDim;
+    for (const layer of this.layers) {
+      if (layer.k.length < size) {
+        layer.k = new Float32Array(size);
+        layer.v = new Float32Array(size);
+      }
+      layer.length = 0;
+      layer.tensors = undefined;
+    }
+    this.capacityTokens = capacity;
   }
 
   length(layer: number): number {
     return this.layers[layer]!.length;
   }
 
-  past(layer: number): { k: ort.Tensor; v: ort.Tensor } {
-    const { k, v, length } = this.layers[layer]!;
-    const dims = [this.kvHeads, length, this.headDim];
-    return { k: tensor(k, dims), v: tensor(v, dims) };
+  /**
+   * The layer's whole buffers as [kvHeads, capacity, headDim] tensors: slots at `length` and
+   * beyond hold stale values, which the attention mask hides.
+   */
+  buffers(layer: number): { k: ort.Tensor; v: ort.Tensor } {
+    const kv = this.layers[layer]!;
+    if (kv.tensors === undefined) {
+      const size = this.kvHeads * this.capacityTokens * this.headDim;
+      const dims = [this.kvHeads, this.capacityTokens, this.headDim];
+      kv.tensors = { k: tensor(kv.k.subarray(0, size), dims), v: tensor(kv.v.subarray(0, size), dims) };
+    }
+    return kv.tensors;
   }
 
-  /** A layer's cached values, [kvHeads, length, headDim]. */
-  values(layer: number): Float32Array {
-    return this.layers[layer]!.v;
-  }
-
-  /** Replaces a layer's cache with the graph's present K/V (past + new tokens). */
-  store(layer: number, k: Float32Array, v: Float32Array): void {
-    this.layers[layer] = { k, v, length: k.length / (this.kvHeads * this.headDim) };
-  }
-
-  /** Keeps only the cached tokens at `indices` (ascending) of one layer. */
-  keep(layer: number, indices: readonly number[]): void {
-    const { k, v, length } = this.layers[layer]!;
+  /** Writes `tokens` new tokens' keys and values, each [kvHeads, tokens, headDim], after the cached ones. */
+  append(layer: number, k: Float32Array, v: Float32Array, tokens: number): void {
+    const kv = this.layers[layer]!;
     const d = this.headDim;
-    const nk = new Float32Array(this.kvHeads * indices.length * d);
-    const nv = new Float32Array(nk.length);
+    if (k.length !== this.kvHeads * tokens * d || v.length !== k.length) {
+      throw new CorematchingError(`layer ${layer}: ${k.length} keys and ${v.length} values are not ${this.kvHeads} heads x ${tokens} tokens x ${d}`);
+    }
+    if (kv.length + tokens > this.capacityTokens) {
+      throw new CorematchingError(`layer ${layer}: the KV cache holds ${this.capacityTokens} tokens; ${kv.length} cached + ${tokens} new do not fit`);
+    }
     for (let h = 0; h < this.kvHeads; h++) {
+      const to = (h * this.capacityTokens + kv.length) * d;
+      kv.k.set(k.subarray(h * tokens * d, (h + 1) * tokens * d), to);
+      kv.v.set(v.subarray(h * tokens * d, (h + 1) * tokens * d), to);
+    }
+    kv.length += tokens;
+  }
+
+  /** A copy of a layer's cached values, [kvHeads, length, headDim]. */
+  values(layer: number): Float32Array {
+    const { v, length } = this.layers[layer]!;
+    const d = this.headDim;
+    const out = new Float32Array(this.kvHeads * length * d);
+    for (let h = 0; h < this.kvHeads; h++) out.set(v.subarray(h * this.capacityTokens * d, (h * this.capacityTokens + length) * d), h * length * d);
+    return out;
+  }
+
+  /** Keeps only the cached tokens at `indices` (ascending, distinct) of one layer, compacting in place. */
+  keep(layer: number, indices: readonly number[]): void {
+    const kv = this.layers[layer]!;
+    const d = this.headDim;
+    indices.forEach((t, j) => {
+      if (!(Number.isInteger(t) && t >= j && t < kv.length && (j === 0 || t > indices[j - 1]!))) {
+        throw new CorematchingError(`layer ${layer}: kept cache indices must ascend within 0 .. ${kv.length - 1}, got ${t} at ${j}`);
+      }
+    });
+    // Ascending indices never move a token forward, so copying front to back overwrites nothing unread.
+    for (let h = 0; h < this.kvHeads; h++) {
+      const base = h * this.capacityTokens * d;
       indices.forEach((t, j) => {
-        const from = (h * length + t) * d;
-        const to = (h * indices.length + j) * d;
-        nk.set(k.subarray(from, from + d), to);
-        nv.set(v.subarray(from, from + d), to);
+        if (t === j) return;
+        kv.k.copyWithin(base + j * d, base + t * d, base + (t + 1) * d);
+        kv.v.copyWithin(base + j * d, base + t * d, base + (t + 1) * d);
       });
     }
-    this.layers[layer] = { k: nk, v: nv, length: indices.length };
+    kv.length = indices.length;
   }
 }

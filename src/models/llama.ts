@@ -1,200 +1,130 @@
 /**
- * LLaMA / Mistral / Qwen2 decoder: RMSNorm, rotary GQA attention with a KV cache, SwiGLU FFN.
- * One ONNX graph runs every layer (weights are inputs); TypeScript owns the loop, the cache and
- * the embeddings, so a sparsity policy can read activations and drop tokens between layers.
+ * LLaMA / Mistral / Qwen2 decoder: the forward pass over a KV cache, in the spirit of mlx-lm's
+ * `models/llama.py` and llama2.c's `forward()`.
+ *
+ *   const cache = decoder.newCache(capacity);
+ *   let { logits } = await decoder.forward(decoder.embed(promptIds), positions, cache);  // prefill
+ *   ({ logits } = await decoder.step(token, position, cache));                           // decode
+ *
+ * Each layer runs as one ONNX graph (decoder-graph.ts) with its weights as inputs. `hooks` let a
+ * caller (the generation loop, on behalf of a sparsity policy) drop rows between layers and read
+ * FFN activations and attention inside them; `ffns` swaps in compact core-neuron FFNs.
  */
-import type ort from 'onnxruntime-node';
-import { GraphBuilder } from '../graph/builder.js';
-import { activation, linear, mergeHeads, rmsNorm, rotary, splitHeads } from '../graph/ops.js';
-import { GraphSession, tensor, type Feeds, type RuntimeOptions } from '../graph/session.js';
+import type { RuntimeOptions } from '../graph/session.js';
+import { tensor, type Feeds } from '../graph/session.js';
+import { SessionCache } from '../graph/session-cache.js';
 import type { TextConfig } from '../io/model-config.js';
-import { compactFfn, FfnWorkspace, type DenseFfn } from './compact-ffn.js';
-import type { KvCache } from './kv-cache.js';
-import { inverseFrequencies, ropeTables, type RopeTables } from './rope.js';
-import { optionalWeight, weight, type WeightSource } from './weights.js';
+import { compactFfn, FfnWorkspace, type FfnWeights } from './compact-ffn.js';
+import { buildLayerGraph, buildLmHeadGraph, cacheMask, causalMask, layerGraphKey, type TapRequest } from './decoder-graph.js';
+import { DecoderWeights } from './decoder-weights.js';
+import { KvCache } from './kv-cache.js';
+import { inverseFrequencies, ropeTables } from './rope.js';
+import type { WeightSource } from './weights.js';
 
-/** What a layer run may additionally return, for the sparsity hooks. */
-export interface LayerExtras {
-  /** act(gate(h)) * up(h), the FFN's down-projection input, [seq, intermediate]. */
-  ffnActivations?: boolean;
-  /** Softmax attention of the last query position, [heads, cachedLength]. */
-  lastAttention?: boolean;
-}
+export type { TapRequest } from './decoder-graph.js';
 
-/** The core neurons' rows of [gate; up] and of down (stored transposed), used instead of the dense FFN. */
-export interface FfnWeights {
-  gateUp: ort.Tensor;
-  down: ort.Tensor;
-  gateUpBias?: ort.Tensor;
-}
-
-export interface LayerResult {
-  hidden: Float32Array;
+/** What a layer returned for its taps. */
+export interface LayerTaps {
+  /** act(gate(h)) * up(h) of the tokens the layer processed, [tokens, intermediate]. */
   ffnActivations?: Float32Array;
+  /** The last token's softmax attention over every token the layer attended to (cached, then new), [heads, keys]. */
   lastAttention?: Float32Array;
 }
 
-type LayerWeights = Record<string, ort.Tensor>;
-
-function buildLayerGraph(c: TextConfig, extras: LayerExtras): Uint8Array {
-  const { hiddenSize: h, numAttentionHeads: nh, numKeyValueHeads: kvh, headDim: hd } = c;
-  const group = nh / kvh;
-  const g = new GraphBuilder('decoder_layer');
-  const x = g.input('x', ['seq', h]);
-  const cos = g.input('cos', ['seq', hd]);
-  const sin = g.input('sin', ['seq', hd]);
-  const mask = g.input('mask', ['seq', 'total']);
-  const pastK = g.input('past_k', [kvh, 'past', hd]);
-  const pastV = g.input('past_v', [kvh, 'past', hd]);
-  const w = (name: string, shape: (number | string)[]) => g.input(name, shape);
-  const bias = (name: string, size: number | string, present: boolean) => (present ? w(name, [size]) : undefined);
-
-  // q, k and v come from one product with the three weights stacked, [q; k; v] rows: one pass
-  // over the weights instead of three, which is what a bandwidth-bound decode step pays for.
-  const xn = rmsNorm(g, x, w('input_norm', [h]), c.rmsNormEps);
-  const qkvRows = (nh + 2 * kvh) * hd;
-  const qkv = linear(g, xn, w('qkv_w', [qkvRows, h]), bias('qkv_b', qkvRows, c.qkvBias));
-  const [q, k, v] = g.node('Split', [qkv, g.constInt64([nh * hd, kvh * hd, kvh * hd])], { axis: 1 }, 3) as [string, string, string];
-  const qr = g.op('Mul', [rotary(g, splitHeads(g, q, nh, hd), cos, sin), g.constFloat([1 / Math.sqrt(hd)])]);
-  const keys = g.op('Concat', [pastK, rotary(g, splitHeads(g, k, kvh, hd), cos, sin)], { axis: 1 });
-  const values = g.op('Concat', [pastV, splitHeads(g, v, kvh, hd)], { axis: 1 });
-  g.output('present_k', keys, [kvh, 'total', hd]);
-  g.output('present_v', values, [kvh, 'total', hd]);
-
-  // Grouped-query attention: query head j*group + r reads kv head j, as transformers' repeat_kv.
-  const qGrouped = g.op('Reshape', [qr, g.constInt64([kvh, group, -1, hd])]);
-  const kT = g.op('Transpose', [g.op('Unsqueeze', [keys, g.constInt64([1])])], { perm: [0, 1, 3, 2] });
-  const scores = g.op('Add', [g.op('MatMul', [qGrouped, kT]), mask]);
-  const probs = g.op('Softmax', [scores], { axis: -1 });
-  const context = g.op('MatMul', [probs, g.op('Unsqueeze', [values, g.constInt64([1])])]);
-  const merged = mergeHeads(g, g.op('Reshape', [context, g.constInt64([nh, -1, hd])]), nh, hd);
-  const attnOut = linear(g, merged, w('o_w', [h, nh * hd]), bias('o_b', h, c.oBias));
-  const afterAttn = g.op('Add', [x, attnOut]);
-
-  const yn = rmsNorm(g, afterAttn, w('post_norm', [h]), c.rmsNormEps);
-  // gate and up likewise: [gate; up] rows, 2 x ffn of them.
-  const gateUp = linear(g, yn, w('gate_up_w', ['ffn2', h]), bias('gate_up_b', 'ffn2', c.mlpBias));
-  const [gate, up] = g.node('Split', [gateUp], { axis: 1, num_outputs: 2 }, 2) as [string, string];
-  const act = g.op('Mul', [activation(g, gate, c.hiddenAct), up]);
-  // down_proj is held transposed, [ffn, hidden], so a neuron's weights are one row of each matrix.
-  const downInputs = [act, w('down_t', ['ffn', h])];
-  if (c.mlpBias) downInputs.push(w('down_b', [h]));
-  const down = g.op('Gemm', downInputs);
-  g.output('out', g.op('Add', [afterAttn, down]), ['seq', h]);
-
-  if (extras.ffnActivations) g.output('ffn_act', act, ['seq', 'ffn']);
-  if (extras.lastAttention) {
-    const lastRow = g.op('Gather', [probs, g.constInt64([-1], [])], { axis: 2 });
-    g.output('last_attn', g.op('Reshape', [lastRow, g.constInt64([nh, -1])]), [nh, 'total']);
-  }
-  return g.toBytes();
+/** Consulted around each layer of one forward pass. */
+export interface LayerHooks {
+  /** Before `layer` runs: which of the current rows (at `positions`) go on, ascending, or null for all. */
+  selectRows(layer: number, positions: readonly number[]): number[] | null;
+  /** What `layer` must additionally return. */
+  taps(layer: number): TapRequest;
+  /** After `layer` ran on `tokens` rows; its K/V are already in the cache. */
+  afterLayer(layer: number, taps: LayerTaps, tokens: number): void;
 }
 
-function buildHeadGraph(c: TextConfig): Uint8Array {
-  const g = new GraphBuilder('lm_head');
-  const x = g.input('x', ['rows', c.hiddenSize]);
-  const norm = rmsNorm(g, x, g.input('norm', [c.hiddenSize]), c.rmsNormEps);
-  g.output('logits', linear(g, norm, g.input('lm_w', [c.vocabSize, c.hiddenSize])), ['rows', c.vocabSize]);
-  return g.toBytes();
+export interface ForwardOptions {
+  hooks?: LayerHooks;
+  /** Per layer, compact FFN weights used instead of the dense FFN (undefined: dense). */
+  ffns?: readonly (FfnWeights | undefined)[];
 }
 
-/** Tensors of `rows[i]` x `width` (width 1: vectors) stacked row-wise into one [sum(rows), width] tensor. */
-function stacked(source: WeightSource, names: string[], rows: number[], width = 1): ort.Tensor {
-  const total = rows.reduce((a, b) => a + b, 0);
-  const out = new Float32Array(total * width);
-  let offset = 0;
-  names.forEach((name, i) => {
-    out.set(source.read(name, width === 1 ? [rows[i]!] : [rows[i]!, width]), offset);
-    offset += rows[i]! * width;
-  });
-  return tensor(out, width === 1 ? [total] : [total, width]);
-}
-
-/** [rows, cols] row-major -> [cols, rows], in cache-sized tiles. */
-function transpose(m: Float32Array, rows: number, cols: number): Float32Array {
-  const out = new Float32Array(m.length);
-  const tile = 32;
-  for (let r0 = 0; r0 < rows; r0 += tile) {
-    for (let c0 = 0; c0 < cols; c0 += tile) {
-      for (let r = r0; r < Math.min(r0 + tile, rows); r++) {
-        for (let c = c0; c < Math.min(c0 + tile, cols); c++) out[c * rows + r] = m[r * cols + c]!;
-      }
-    }
-  }
-  return out;
-}
-
-/** Additive attention mask [seq, past + seq]: everything cached is visible, new tokens causally. */
-export function causalMask(seq: number, past: number): Float32Array {
-  const total = past + seq;
-  const mask = new Float32Array(seq * total);
-  for (let i = 0; i < seq; i++) mask.fill(-Infinity, i * total + past + i + 1, (i + 1) * total);
-  return mask;
+export interface ForwardResult {
+  /** Logits of the last row, [vocab]. */
+  logits: Float32Array;
+  /** Rows each layer processed. */
+  tokensPerLayer: number[];
 }
 
 export class LlamaDecoder {
-  private readonly sessions = new Map<string, Promise<GraphSession>>();
+  private readonly sessions: SessionCache;
   private readonly invFreq: Float32Array;
   private readonly workspaces: FfnWorkspace[] = [];
-  // Every layer of one forward step sees the same positions and cache length: build the RoPE
-  // tables and the mask once per step, not once per layer.
-  private rope: { positions: readonly number[]; tables: RopeTables } | undefined;
-  private mask: { seq: number; past: number; data: Float32Array } | undefined;
 
   private constructor(
     readonly config: TextConfig,
-    private readonly layers: LayerWeights[],
-    private readonly embedTable: Float32Array,
-    private readonly finalNorm: ort.Tensor,
-    private readonly lmHead: ort.Tensor,
-    private readonly runtime: RuntimeOptions,
+    private readonly weights: DecoderWeights,
+    runtime: RuntimeOptions,
   ) {
+    this.sessions = new SessionCache(runtime);
     this.invFreq = inverseFrequencies(config.headDim, config.ropeTheta);
   }
 
   /** Loads weights under `prefix` (e.g. `model.language_model.`); `lmHeadName` unless tied. */
   static load(source: WeightSource, prefix: string, lmHeadName: string, c: TextConfig, runtime: RuntimeOptions, onLayer?: () => void): LlamaDecoder {
-    const { hiddenSize: h, numAttentionHeads: nh, numKeyValueHeads: kvh, headDim: hd, intermediateSize: ffn } = c;
-    const layers: LayerWeights[] = [];
-    for (let l = 0; l < c.numHiddenLayers; l++) {
-      const p = `${prefix}layers.${l}.`;
-      const entries: [string, ort.Tensor | undefined][] = [
-        ['input_norm', weight(source, `${p}input_layernorm.weight`, [h])],
-        ['qkv_w', stacked(source, ['q_proj', 'k_proj', 'v_proj'].map((n) => `${p}self_attn.${n}.weight`), [nh * hd, kvh * hd, kvh * hd], h)],
-        ['qkv_b', c.qkvBias ? stacked(source, ['q_proj', 'k_proj', 'v_proj'].map((n) => `${p}self_attn.${n}.bias`), [nh * hd, kvh * hd, kvh * hd]) : undefined],
-        ['o_w', weight(source, `${p}self_attn.o_proj.weight`, [h, nh * hd])],
-        ['o_b', optionalWeight(source, `${p}self_attn.o_proj.bias`, [h], c.oBias)],
-        ['post_norm', weight(source, `${p}post_attention_layernorm.weight`, [h])],
-        ['gate_up_w', stacked(source, [`${p}mlp.gate_proj.weight`, `${p}mlp.up_proj.weight`], [ffn, ffn], h)],
-        ['gate_up_b', c.mlpBias ? stacked(source, [`${p}mlp.gate_proj.bias`, `${p}mlp.up_proj.bias`], [ffn, ffn]) : undefined],
-        ['down_t', tensor(transpose(source.read(`${p}mlp.down_proj.weight`, [h, ffn]), h, ffn), [ffn, h])],
-        ['down_b', optionalWeight(source, `${p}mlp.down_proj.bias`, [h], c.mlpBias)],
-      ];
-      layers.push(Object.fromEntries(entries.filter((e): e is [string, ort.Tensor] => e[1] !== undefined)));
-      onLayer?.();
-    }
-    const embedTable = source.read(`${prefix}embed_tokens.weight`, [c.vocabSize, h]);
-    const finalNorm = weight(source, `${prefix}norm.weight`, [h]);
-    const lmHead =
-      c.tieWordEmbeddings && !source.has(lmHeadName) ? tensor(embedTable, [c.vocabSize, h]) : weight(source, lmHeadName, [c.vocabSize, h]);
-    return new LlamaDecoder(c, layers, embedTable, finalNorm, lmHead, runtime);
+    return new LlamaDecoder(c, DecoderWeights.load(source, prefix, lmHeadName, c, onLayer), runtime);
   }
 
-  private session(key: string, build: () => Uint8Array): Promise<GraphSession> {
-    let s = this.sessions.get(key);
-    if (s === undefined) {
-      s = GraphSession.create(build(), this.runtime);
-      this.sessions.set(key, s);
-    }
-    return s;
+  /** An empty KV cache for this decoder holding up to `capacity` tokens per layer. */
+  newCache(capacity: number): KvCache {
+    const cache = new KvCache(this.config.numHiddenLayers, this.config.numKeyValueHeads, this.config.headDim);
+    cache.reset(capacity);
+    return cache;
   }
 
   /** Token embeddings, [ids.length, hidden]. */
   embed(ids: readonly number[]): Float32Array {
     const h = this.config.hiddenSize;
+    const table = this.weights.embedTable;
     const out = new Float32Array(ids.length * h);
-    ids.forEach((id, i) => out.set(this.embedTable.subarray(id * h, (id + 1) * h), i * h));
+    ids.forEach((id, i) => out.set(table.subarray(id * h, (id + 1) * h), i * h));
     return out;
+  }
+
+  /**
+   * Runs every layer on `hidden` ([positions.length, hidden]) at `positions`, appending each
+   * layer's keys and values to `cache`; returns the last row's logits.
+   */
+  async forward(hidden: Float32Array, positions: readonly number[], cache: KvCache, options: ForwardOptions = {}): Promise<ForwardResult> {
+    const { hooks, ffns } = options;
+    const width = this.config.hiddenSize;
+    const tokensPerLayer: number[] = [];
+    const step = new StepTables(this.config.headDim, this.invFreq, cache.capacity);
+    let rows = positions;
+    for (let layer = 0; layer < this.config.numHiddenLayers; layer++) {
+      const keep = hooks?.selectRows(layer, rows) ?? null;
+      if (keep !== null) {
+        hidden = gatherRows(hidden, keep, width);
+        rows = keep.map((i) => rows[i]!);
+      }
+      tokensPerLayer.push(rows.length);
+      const taps = hooks?.taps(layer) ?? {};
+      const result = await this.runLayer(layer, hidden, rows, cache, step, taps, ffns?.[layer]);
+      hidden = result.hidden;
+      hooks?.afterLayer(layer, result.taps, rows.length);
+    }
+    return { logits: await this.logits(hidden.subarray((rows.length - 1) * width), 1), tokensPerLayer };
+  }
+
+  /** One decode step: `token` at `position`. */
+  step(token: number, position: number, cache: KvCache, ffns?: readonly (FfnWeights | undefined)[]): Promise<ForwardResult> {
+    return this.forward(this.embed([token]), [position], cache, ffns === undefined ? {} : { ffns });
+  }
+
+  /** Final norm and LM head over `rows` hidden states, [rows, vocab]. */
+  async logits(hidden: Float32Array, rows: number): Promise<Float32Array> {
+    const session = await this.sessions.get('head', () => buildLmHeadGraph(this.config));
+    const { finalNorm, lmHead } = this.weights;
+    const [logits] = await session.runFloat({ x: tensor(hidden, [rows, this.config.hiddenSize]), norm: finalNorm, lm_w: lmHead }, ['logits']);
+    return logits!;
   }
 
   /**
@@ -203,71 +133,104 @@ export class LlamaDecoder {
    */
   compactFfn(layer: number, neurons: readonly number[]): FfnWeights {
     const workspace = (this.workspaces[layer] ??= new FfnWorkspace());
-    return compactFfn(this.ffnWeights(layer), neurons, this.config.hiddenSize, workspace);
+    return compactFfn(this.weights.denseFfn(layer), neurons, this.config.hiddenSize, workspace);
   }
 
-  /** The dense FFN weights of a layer, each [intermediate, hidden] (down transposed). */
-  ffnWeights(layer: number): DenseFfn {
-    const w = this.layers[layer]!;
-    const split = (t: ort.Tensor) => {
-      const data = t.data as Float32Array;
-      return [data.subarray(0, data.length / 2), data.subarray(data.length / 2)] as const;
-    };
-    const [gate, up] = split(w.gate_up_w!);
-    const dense: DenseFfn = { gate, up, down: w.down_t!.data as Float32Array };
-    if (w.gate_up_b) [dense.gateBias, dense.upBias] = split(w.gate_up_b);
-    return dense;
+  release(): Promise<void> {
+    return this.sessions.release();
   }
 
-  /**
-   * Runs one layer on `seq` new tokens at `positions`, appending their K/V to the cache.
-   * `ffn` replaces the layer's FFN with compact core-neuron weights.
-   */
-  async runLayer(layer: number, hidden: Float32Array, positions: readonly number[], cache: KvCache, extras: LayerExtras = {}, ffn?: FfnWeights): Promise<LayerResult> {
+  private async runLayer(
+    layer: number,
+    hidden: Float32Array,
+    positions: readonly number[],
+    cache: KvCache,
+    step: StepTables,
+    taps: TapRequest,
+    ffn: FfnWeights | undefined,
+  ): Promise<{ hidden: Float32Array; taps: LayerTaps }> {
     const c = this.config;
     const seq = positions.length;
-    const key = `${extras.ffnActivations ? 'a' : ''}${extras.lastAttention ? 'p' : ''}`;
-    const session = await this.session(key, () => buildLayerGraph(c, extras));
-    if (this.rope?.positions !== positions) this.rope = { positions, tables: ropeTables(positions, c.headDim, this.invFreq) };
-    const rope = this.rope.tables;
-    const past = cache.past(layer);
-    const pastLength = cache.length(layer);
-    if (this.mask?.seq !== seq || this.mask.past !== pastLength) this.mask = { seq, past: pastLength, data: causalMask(seq, pastLength) };
+    const past = cache.length(layer);
+    const variant = { withCache: past > 0, ...taps };
+    const session = await this.sessions.get(layerGraphKey(variant), () => buildLayerGraph(c, variant));
+    const rope = step.rope(positions);
     const feeds: Feeds = {
-      ...this.layers[layer],
+      ...this.weights.layers[layer],
       ...(ffn === undefined ? {} : compactFeeds(ffn)),
       x: tensor(hidden, [seq, c.hiddenSize]),
       cos: tensor(rope.cos, [seq, c.headDim]),
       sin: tensor(rope.sin, [seq, c.headDim]),
-      mask: tensor(this.mask.data, [seq, pastLength + seq]),
-      past_k: past.k,
-      past_v: past.v,
+      mask: tensor(step.causal(seq), [seq, seq]),
     };
-    const names = ['out', 'present_k', 'present_v'];
-    if (extras.ffnActivations) names.push('ffn_act');
-    if (extras.lastAttention) names.push('last_attn');
+    if (variant.withCache) {
+      const { k, v } = cache.buffers(layer);
+      feeds.cache_k = k;
+      feeds.cache_v = v;
+      feeds.cache_mask = tensor(step.cacheMask(past), [1, cache.capacity]);
+    }
+    const names = ['out', 'new_k', 'new_v'];
+    if (taps.ffnActivations) names.push('ffn_act');
+    if (taps.lastAttention) names.push('last_attn');
     const [out, k, v, ...rest] = await session.runFloat(feeds, names);
-    cache.store(layer, k!, v!);
-    const result: LayerResult = { hidden: out! };
-    if (extras.ffnActivations) result.ffnActivations = rest.shift()!;
-    if (extras.lastAttention) result.lastAttention = rest.shift()!;
-    return result;
+    cache.append(layer, k!, v!, seq);
+    const result: LayerTaps = {};
+    if (taps.ffnActivations) result.ffnActivations = rest.shift()!;
+    if (taps.lastAttention) {
+      const probs = rest.shift()!;
+      result.lastAttention = variant.withCache ? filledColumns(probs, c.numAttentionHeads, cache.capacity, past, seq) : probs;
+    }
+    return { hidden: out!, taps: result };
+  }
+}
+
+/**
+ * The RoPE tables and masks of one forward pass: every layer sees the same positions, so they are
+ * built once per pass, not once per layer (cache masks once per distinct cached length).
+ */
+class StepTables {
+  private ropeFor: { positions: readonly number[]; tables: ReturnType<typeof ropeTables> } | undefined;
+  private causalFor: { seq: number; mask: Float32Array } | undefined;
+  private readonly cacheMasks = new Map<number, Float32Array>();
+
+  constructor(
+    private readonly headDim: number,
+    private readonly invFreq: Float32Array,
+    private readonly capacity: number,
+  ) {}
+
+  rope(positions: readonly number[]): ReturnType<typeof ropeTables> {
+    if (this.ropeFor?.positions !== positions) this.ropeFor = { positions, tables: ropeTables(positions, this.headDim, this.invFreq) };
+    return this.ropeFor.tables;
   }
 
-  async release(): Promise<void> {
-    for (const session of this.sessions.values()) await (await session).release();
-    this.sessions.clear();
+  causal(seq: number): Float32Array {
+    if (this.causalFor?.seq !== seq) this.causalFor = { seq, mask: causalMask(seq) };
+    return this.causalFor.mask;
   }
 
-  /** Final norm and LM head over `rows` hidden states, [rows, vocab]. */
-  async logits(hidden: Float32Array, rows: number): Promise<Float32Array> {
-    const session = await this.session('head', () => buildHeadGraph(this.config));
-    const [logits] = await session.runFloat(
-      { x: tensor(hidden, [rows, this.config.hiddenSize]), norm: this.finalNorm, lm_w: this.lmHead },
-      ['logits'],
-    );
-    return logits!;
+  cacheMask(length: number): Float32Array {
+    let mask = this.cacheMasks.get(length);
+    if (mask === undefined) this.cacheMasks.set(length, (mask = cacheMask(length, this.capacity)));
+    return mask;
   }
+}
+
+function gatherRows(data: Float32Array, rows: readonly number[], width: number): Float32Array {
+  const out = new Float32Array(rows.length * width);
+  rows.forEach((r, i) => out.set(data.subarray(r * width, (r + 1) * width), i * width));
+  return out;
+}
+
+/** [heads, capacity + seq] attention over cache slots then new tokens -> [heads, past + seq], the filled slots only. */
+function filledColumns(probs: Float32Array, heads: number, capacity: number, past: number, seq: number): Float32Array {
+  const from = capacity + seq;
+  const out = new Float32Array(heads * (past + seq));
+  for (let h = 0; h < heads; h++) {
+    out.set(probs.subarray(h * from, h * from + past), h * (past + seq));
+    out.set(probs.subarray(h * from + capacity, (h + 1) * from), h * (past + seq) + past);
+  }
+  return out;
 }
 
 function compactFeeds(ffn: FfnWeights): Feeds {

@@ -9,6 +9,11 @@ import { Projector } from './projector.js';
 import { VisionTower, visionTokenCount } from './vision-tower.js';
 import { detectLayout, type WeightSource } from './weights.js';
 
+/** Image tokens one image becomes: the tower's tokens, less CLS under the `default` strategy. */
+export function imageTokenCount(c: LlavaConfig): number {
+  return visionTokenCount(c.vision) - (c.visionFeatureSelectStrategy === 'default' ? 1 : 0);
+}
+
 export class LlavaModel {
   private constructor(
     readonly config: LlavaConfig,
@@ -16,12 +21,6 @@ export class LlavaModel {
     readonly projector: Projector,
     readonly decoder: LlamaDecoder,
   ) {}
-
-  /** Image tokens one image becomes: the tower's tokens, less CLS under the `default` strategy. */
-  get imageTokenCount(): number {
-    const tokens = visionTokenCount(this.config.vision);
-    return this.config.visionFeatureSelectStrategy === 'default' ? tokens - 1 : tokens;
-  }
 
   static async load(source: WeightSource, config: LlavaConfig, runtime: RuntimeOptions, onStep?: () => void): Promise<LlavaModel> {
     const layout = detectLayout(source);
@@ -49,13 +48,12 @@ export class LlavaModel {
     await Promise.all([this.vision.release(), this.projector.release(), this.decoder.release()]);
   }
 
-  /** pixel values [3, H, W] -> image features [imageTokenCount, text hidden]. */
+  /** pixel values [3, H, W] -> image features [imageTokenCount(config), text hidden]. */
   async imageFeatures(pixelValues: Float32Array): Promise<Float32Array> {
     const c = this.config;
     const states = await this.vision.hiddenStates(pixelValues, c.visionFeatureLayers);
-    const tokens = visionTokenCount(c.vision);
-    const skip = c.visionFeatureSelectStrategy === 'default' ? 1 : 0;
-    const kept = tokens - skip;
+    const kept = imageTokenCount(c);
+    const skip = visionTokenCount(c.vision) - kept;
     const width = c.vision.hiddenSize;
     // transformers concatenates the selected layers along the hidden dimension.
     const selected = new Float32Array(kept * width * states.length);

@@ -1,10 +1,13 @@
 /**
- * The model loop: prefill the prompt layer by layer (consulting the sparsity policy between
- * layers), then decode token by token with the KV cache, streaming text as it becomes printable.
+ * The model loop: prefill the prompt through the decoder with the sparsity policy consulted
+ * around each layer, gather the policy's core-neuron FFNs once, then decode token by token with
+ * the KV cache, streaming text as it becomes printable.
  */
-import type { LlamaDecoder, FfnWeights } from '../models/llama.js';
-import { KvCache } from '../models/kv-cache.js';
+import type { FfnWeights } from '../models/compact-ffn.js';
+import type { KvCache } from '../models/kv-cache.js';
+import type { LlamaDecoder } from '../models/llama.js';
 import type { SparsityPolicy } from '../sparsity/policy.js';
+import { policyHooks } from './policy-hooks.js';
 import { TokenSampler, type SamplingOptions } from './sampling.js';
 import { TextStream, type IncrementalDecoder } from './text-stream.js';
 
@@ -26,6 +29,8 @@ export interface GenerationStats {
 
 export interface LoopInput {
   decoder: LlamaDecoder;
+  /** Emptied and sized here for the prompt and the new tokens. */
+  cache: KvCache;
   tokenizer: Detokenizes;
   promptIds: number[];
   imageStart: number;
@@ -56,40 +61,11 @@ export interface LoopOutput {
   work: LayerWork;
 }
 
-function gatherRows(data: Float32Array, rows: readonly number[], width: number): Float32Array {
-  const out = new Float32Array(rows.length * width);
-  rows.forEach((r, i) => out.set(data.subarray(r * width, (r + 1) * width), i * width));
-  return out;
-}
-
-/** Runs every layer over the prompt; returns the last position's hidden state. */
-async function prefill(input: LoopInput, cache: KvCache, tokensPerLayer: number[]): Promise<Float32Array> {
-  const { decoder, policy } = input;
-  const width = decoder.config.hiddenSize;
-  let hidden = decoder.embed(input.promptIds);
-  hidden.set(input.imageFeatures, input.imageStart * width);
-  let positions = input.promptIds.map((_, i) => i);
-  for (let layer = 0; layer < decoder.config.numHiddenLayers; layer++) {
-    const keep = policy.selectTokens(layer);
-    if (keep !== null) {
-      hidden = gatherRows(hidden, keep, width);
-      positions = keep.map((i) => positions[i]!);
-      // Earlier layers cached every prompt token, so their cache index is the prompt position.
-      if (policy.pruneEarlyKv) for (let earlier = 0; earlier < layer; earlier++) cache.keep(earlier, positions);
-    }
-    tokensPerLayer.push(positions.length);
-    const result = await decoder.runLayer(layer, hidden, positions, cache, policy.prefillExtras(layer));
-    if (result.ffnActivations) policy.afterFfn(layer, result.ffnActivations, positions.length);
-    if (result.lastAttention) policy.afterAttention(layer, result.lastAttention, cache.values(layer));
-    hidden = result.hidden;
-  }
-  return hidden.slice((positions.length - 1) * width);
-}
-
 export async function generateTokens(input: LoopInput): Promise<LoopOutput> {
-  const { decoder, policy } = input;
+  const { decoder, policy, cache } = input;
   const c = decoder.config;
-  const cache = new KvCache(c.numHiddenLayers, c.numKeyValueHeads, c.headDim);
+  // The last new token is sampled but never run through the decoder.
+  cache.reset(input.promptIds.length + input.maxNewTokens - 1);
   policy.begin({
     numLayers: c.numHiddenLayers,
     promptLength: input.promptIds.length,
@@ -103,9 +79,11 @@ export async function generateTokens(input: LoopInput): Promise<LoopOutput> {
   const sampler = new TokenSampler(input.sampling);
 
   const t0 = performance.now();
-  const prefillTokens: number[] = [];
-  const last = await prefill(input, cache, prefillTokens);
-  let token = sampler.next(await decoder.logits(last, 1));
+  const embedded = decoder.embed(input.promptIds);
+  embedded.set(input.imageFeatures, input.imageStart * c.hiddenSize);
+  const positions = input.promptIds.map((_, i) => i);
+  const prefill = await decoder.forward(embedded, positions, cache, { hooks: policyHooks(policy, cache, c) });
+  let token = sampler.next(prefill.logits);
   const t1 = performance.now();
 
   const ffns: (FfnWeights | undefined)[] = [];
@@ -121,21 +99,13 @@ export async function generateTokens(input: LoopInput): Promise<LoopOutput> {
 
   const tokens: number[] = [];
   const stream = new TextStream(input.tokenizer.streamDecoder(), input.stopStrings);
-  let position = input.promptIds.length;
-  for (;;) {
+  for (let position = input.promptIds.length; ; position++) {
     tokens.push(token);
     if (input.eosTokenIds.has(token)) break;
     const piece = stream.push(token);
     if (piece) input.onText?.(piece, token);
     if (stream.stopped || tokens.length >= input.maxNewTokens) break;
-
-    let hidden = decoder.embed([token]);
-    const positions = [position];
-    for (let layer = 0; layer < c.numHiddenLayers; layer++) {
-      hidden = (await decoder.runLayer(layer, hidden, positions, cache, {}, ffns[layer])).hidden;
-    }
-    position++;
-    token = sampler.next(await decoder.logits(hidden, 1));
+    token = sampler.next((await decoder.step(token, position, cache, ffns)).logits);
   }
   const t2 = performance.now();
   const rest = stream.finish();
@@ -143,7 +113,7 @@ export async function generateTokens(input: LoopInput): Promise<LoopOutput> {
   return {
     text: stream.text,
     tokens,
-    work: { prefillTokens, cachedTokens, ffnWidths },
+    work: { prefillTokens: prefill.tokensPerLayer, cachedTokens, ffnWidths },
     stats: {
       promptTokenCount: input.promptIds.length,
       newTokenCount: tokens.length,

@@ -3,7 +3,7 @@
  * that order (as transformers' logits warpers do), from a seeded generator so runs reproduce.
  */
 import { CorematchingError } from '../io/errors.js';
-import { mulberry32 } from '../sparsity/random.js';
+import { mulberry32 } from '../util/seeded-random.js';
 
 export interface SamplingOptions {
   /** Greedy when false or absent. */

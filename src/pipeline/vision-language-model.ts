@@ -6,21 +6,19 @@
  */
 import os from 'node:os';
 import { Checkpoint } from '../io/checkpoint.js';
-import { renderLlavaPrompt } from '../io/chat-template.js';
 import { loadLlavaConfig } from '../io/config.js';
 import { CorematchingError } from '../io/errors.js';
 import { loadGenerationConfig, type GenerationConfig } from '../io/generation-config.js';
 import { decodeImage, type RgbImage } from '../io/image.js';
-import { ImageProcessor } from '../io/image-processor.js';
 import type { LlavaConfig } from '../io/model-config.js';
-import { TextTokenizer } from '../io/tokenizer.js';
+import type { KvCache } from '../models/kv-cache.js';
 import { LlavaModel } from '../models/llava.js';
 import { decodeStepFlops, prefillFlops, visionFlops } from '../models/flops.js';
 import { createPolicy, type PolicyName } from '../sparsity/create-policy.js';
 import type { PolicyOptions } from '../sparsity/options.js';
 import type { SparsityPolicy, SparsityReport } from '../sparsity/policy.js';
 import { generateTokens, type GenerationStats, type LayerWork } from './generation-loop.js';
-import { encodePrompt } from './prompt.js';
+import { LlavaProcessor } from './processor.js';
 import { validateSampling, type SamplingOptions } from './sampling.js';
 
 export interface LoadOptions {
@@ -38,6 +36,7 @@ export interface GenerateOptions {
   /** Use `prompt` verbatim; it must hold exactly one image placeholder. */
   rawPrompt?: boolean;
   maxNewTokens?: number;
+  /** Overrides the checkpoint's generation_config.json (do_sample, temperature, top_k, top_p), field by field. */
   sampling?: SamplingOptions;
   /** Keep generating through end-of-sequence tokens (benchmarks, reference comparisons). */
   ignoreEos?: boolean;
@@ -67,32 +66,26 @@ export interface GenerateResult {
   sparsity: SparsityReport & { flops: PhaseFlops; denseFlops: PhaseFlops };
 }
 
-/** Chat template used when a LLaVA folder ships none (LLaVA-1.5's conversation format). */
-export const LLAVA_15_TEMPLATE = 'USER: <image>\n{question} ASSISTANT:';
-
 const isRgbImage = (x: unknown): x is RgbImage => typeof x === 'object' && x !== null && 'data' in x && 'width' in x;
 
 export class VisionLanguageModel {
+  private queue: Promise<unknown> = Promise.resolve();
+  /** One KV cache, reused by every request (they run one at a time). */
+  private readonly cache: KvCache;
+
   private constructor(
     readonly config: LlavaConfig,
     readonly model: LlavaModel,
-    readonly tokenizer: TextTokenizer,
-    readonly imageProcessor: ImageProcessor,
+    readonly processor: LlavaProcessor,
     readonly generationConfig: GenerationConfig,
-    private readonly imageToken: string,
-  ) {}
-
-  private queue: Promise<unknown> = Promise.resolve();
+  ) {
+    this.cache = model.decoder.newCache(0);
+  }
 
   static async load(dir: string, options: LoadOptions = {}): Promise<VisionLanguageModel> {
     const config = loadLlavaConfig(dir);
-    const tokenizer = TextTokenizer.load(config.dir);
-    const imageProcessor = ImageProcessor.load(config.dir);
+    const processor = LlavaProcessor.load(config);
     const generationConfig = loadGenerationConfig(config.dir);
-    const imageToken = tokenizer.idToToken(config.imageTokenIndex);
-    if (imageToken === undefined) {
-      throw new CorematchingError(`image_token_index ${config.imageTokenIndex} is not a token of tokenizer.json`, config.dir);
-    }
     const checkpoint = Checkpoint.open(config.dir);
     const total = LlavaModel.loadSteps(config);
     let done = 0;
@@ -100,7 +93,7 @@ export class VisionLanguageModel {
     const runtime = { threads: options.threads ?? os.availableParallelism() };
     try {
       const model = await LlavaModel.load(checkpoint, config, runtime, () => options.onProgress?.(++done, total));
-      return new VisionLanguageModel(config, model, tokenizer, imageProcessor, generationConfig, imageToken);
+      return new VisionLanguageModel(config, model, processor, generationConfig);
     } finally {
       checkpoint.close();
     }
@@ -109,11 +102,6 @@ export class VisionLanguageModel {
   /** Frees the ONNX Runtime sessions; the model cannot generate afterwards. */
   release(): Promise<void> {
     return this.model.release();
-  }
-
-  /** The prompt text for a question: the chat template, or the architecture's default. */
-  renderPrompt(question: string): string {
-    return renderLlavaPrompt(this.config.dir, question, LLAVA_15_TEMPLATE);
   }
 
   /** Generates; concurrent calls on one model run one after another (they share its sessions and workspaces). */
@@ -126,30 +114,30 @@ export class VisionLanguageModel {
   private async generateNow(options: GenerateOptions): Promise<GenerateResult> {
     const maxNewTokens = options.maxNewTokens ?? this.generationConfig.maxNewTokens ?? 128;
     if (!Number.isInteger(maxNewTokens) || maxNewTokens < 1) throw new CorematchingError(`max new tokens must be a positive integer, got ${maxNewTokens}`);
-    const sampling = options.sampling ?? {};
-    validateSampling(sampling);
+    const sampling = this.sampling(options.sampling);
 
     const t0 = performance.now();
     const rgb = isRgbImage(options.image) ? options.image : await decodeImage(options.image);
-    const { pixelValues } = this.imageProcessor.preprocess(rgb);
+    const { pixelValues } = this.processor.imageProcessor.preprocess(rgb);
     const t1 = performance.now();
     const features = await this.model.imageFeatures(pixelValues);
     const t2 = performance.now();
 
-    const text = options.rawPrompt ? options.prompt : this.renderPrompt(options.prompt);
-    const imageTokens = this.model.imageTokenCount;
-    const prompt = encodePrompt(text, this.imageToken, this.config.imageTokenIndex, imageTokens, this.tokenizer);
+    const processor = this.processor;
+    const prompt = processor.encode(options.rawPrompt ? options.prompt : processor.renderPrompt(options.prompt));
+    const imageTokens = processor.imageTokenCount;
     const context = this.config.text.maxPositionEmbeddings;
     if (prompt.ids.length >= context) {
       throw new CorematchingError(`the prompt is ${prompt.ids.length} tokens (${imageTokens} of them image tokens); the model's context is ${context} tokens`);
     }
     const c = this.config.text;
     const policy =
-      typeof options.policy === 'object' ? options.policy : createPolicy(options.policy ?? 'dense', options.policyOptions ?? {}, c.numHiddenLayers, c);
+      typeof options.policy === 'object' ? options.policy : createPolicy(options.policy ?? 'dense', options.policyOptions ?? {}, c.numHiddenLayers);
     const eos = new Set(options.ignoreEos ? [] : [...this.config.text.eosTokenIds, ...this.generationConfig.eosTokenIds]);
     const generated = await generateTokens({
       decoder: this.model.decoder,
-      tokenizer: this.tokenizer,
+      cache: this.cache,
+      tokenizer: processor.tokenizer,
       promptIds: prompt.ids,
       imageStart: prompt.imageStart,
       imageFeatures: features,
@@ -169,6 +157,20 @@ export class VisionLanguageModel {
       stats: { ...generated.stats, preprocessMs: t1 - t0, visionMs: t2 - t1, firstTokenMs: t2 - t0 + generated.stats.prefillMs },
       sparsity: { ...policy.report(), ...this.flops(prompt.ids.length, generated.work) },
     };
+  }
+
+  /**
+   * The decoding settings of a request: generation_config.json's, overridden field by field by
+   * the caller's, as transformers' generate merges them. Greedy unless doSample ends up true.
+   */
+  private sampling(given: SamplingOptions = {}): SamplingOptions {
+    const g = this.generationConfig;
+    validateSampling(given);
+    const defined = Object.fromEntries(Object.entries(given).filter(([, v]) => v !== undefined));
+    const merged: SamplingOptions = { doSample: g.doSample, temperature: g.temperature, topK: g.topK, topP: g.topP, ...defined };
+    if (!merged.doSample) return {};
+    validateSampling(merged);
+    return merged;
   }
 
   /** FLOPs of this request as run, and of the same request run dense. */

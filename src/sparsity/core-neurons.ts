@@ -161,13 +161,6 @@ export function tokenCoreNeurons(acts: ArrayLike<number>, rho: number): number[]
   return Array.from(out.subarray(0, tokenCoreNeuronsInto(row, rho, out)));
 }
 
-/** `A+(x)`: the neurons with a positive activation, ascending. */
-export function activeNeurons(acts: ArrayLike<number>, offset = 0, width = acts.length - offset): number[] {
-  const out: number[] = [];
-  for (let n = 0; n < width; n++) if (acts[offset + n]! > 0) out.push(n);
-  return out;
-}
-
 /**
  * `f(n)` over a token set: how many of the given rows of `acts` ([tokens, D] row-major) have `n`
  * in their `C_rho`. `rows` defaults to every token.

@@ -10,11 +10,10 @@
  *
  * `corematching` = both, `corematching-tokens` = tokens only, `corematching-neurons` = neurons only.
  */
-import type { LayerExtras } from '../models/llama.js';
 import { CorematchingError } from '../io/errors.js';
-import type { PrefillContext } from './policy.js';
+import type { FfnTap, PrefillContext, PrefillTaps, SparsityReport } from './policy.js';
 import { forEachTokenCoreNeuron, sentenceCoreNeurons } from './core-neurons.js';
-import { TokenSelectionPolicy, type DetailedSparsityReport } from './fastv.js';
+import { TokenSelectionPolicy } from './token-selection.js';
 import { checkLayers, neuronLayerIndices, referencePosition, type PolicyOptions } from './options.js';
 
 export interface CoreMatchingSwitches {
@@ -29,9 +28,8 @@ export class CoreMatchingPolicy extends TokenSelectionPolicy {
   private readonly neurons: boolean;
   private neuronLayers = new Set<number>();
   private readonly coreNeurons = new Map<number, number[]>();
-  private reference: number[] | null = null;
 
-  constructor(options: Partial<PolicyOptions> = {}, switches: CoreMatchingSwitches = { tokens: true, neurons: true }) {
+  constructor(options: Readonly<PolicyOptions>, switches: CoreMatchingSwitches = { tokens: true, neurons: true }) {
     super(options, switches.tokens);
     const name = NAMES[`${switches.tokens},${switches.neurons}`];
     if (name === undefined) throw new CorematchingError('a CoreMatching policy must select tokens, neurons, or both');
@@ -42,7 +40,6 @@ export class CoreMatchingPolicy extends TokenSelectionPolicy {
   override begin(context: PrefillContext): void {
     super.begin(context);
     this.coreNeurons.clear();
-    this.reference = null;
     if (this.neurons) {
       checkLayers(this.options, context.numLayers, false, true);
       this.neuronLayers = new Set(neuronLayerIndices(this.options.neuronLayers, context.numLayers));
@@ -50,15 +47,16 @@ export class CoreMatchingPolicy extends TokenSelectionPolicy {
     if (this.selectsTokens && typeof this.options.reference === 'number') referencePosition(this.options.reference, context.promptLength);
   }
 
-  override prefillExtras(layer: number): LayerExtras {
+  override prefillTaps(layer: number): PrefillTaps {
     const tokens = this.selectsTokens && layer === this.scoringLayer && this.ctx.imageTokens > 0;
     return tokens || (this.neurons && this.neuronLayers.has(layer)) ? { ffnActivations: true } : {};
   }
 
-  override afterFfn(layer: number, activations: Float32Array, tokens: number): void {
+  override afterFfn(layer: number, tap: FfnTap): void {
+    const { activations, tokens } = tap;
     const D = this.ctx.intermediateSize;
-    if (activations.length !== tokens * D) {
-      throw new CorematchingError(`policy ${this.name}: layer ${layer} returned ${activations.length} activations, expected ${tokens} x ${D}`);
+    if (tap.width !== D || activations.length !== tokens * D) {
+      throw new CorematchingError(`policy ${this.name}: layer ${layer} returned ${activations.length} activations (${tokens} x ${tap.width}), expected ${tokens} x ${D}`);
     }
     if (this.selectsTokens && layer === this.scoringLayer && this.ctx.imageTokens > 0) this.selectImageTokens(activations, tokens);
     if (this.neurons && this.neuronLayers.has(layer)) {
@@ -83,7 +81,6 @@ export class CoreMatchingPolicy extends TokenSelectionPolicy {
     }
     const { rho, beta, match } = this.options;
     const reference = sentenceCoreNeurons(acts, tokens, D, rho, beta, this.referenceRows(tokens));
-    this.reference = reference;
     const inR = new Uint8Array(D);
     for (const n of reference) inR[n] = 1;
     const scores = new Float64Array(imageTokens);
@@ -107,11 +104,6 @@ export class CoreMatchingPolicy extends TokenSelectionPolicy {
     this.choose(scores);
   }
 
-  /** The reference core set R of the last request (ascending), or null before token selection. */
-  referenceCoreNeurons(): number[] | null {
-    return this.reference;
-  }
-
   override decodeNeurons(layer: number): number[] | null {
     if (!this.neurons || !this.neuronLayers.has(layer)) return null;
     const core = this.coreNeurons.get(layer);
@@ -124,7 +116,7 @@ export class CoreMatchingPolicy extends TokenSelectionPolicy {
     return Object.fromEntries([...this.coreNeurons].map(([l, n]) => [l, [...n]]));
   }
 
-  protected override coreNeuronReport(): Pick<DetailedSparsityReport, 'coreNeurons' | 'coreNeuronIndices'> {
+  protected override coreNeuronReport(): Pick<SparsityReport, 'coreNeurons' | 'coreNeuronIndices'> {
     const counts = Object.fromEntries([...this.coreNeurons].map(([l, n]) => [l, n.length]));
     return this.options.reportNeuronIndices ? { coreNeurons: counts, coreNeuronIndices: this.coreNeuronIndices() } : { coreNeurons: counts };
   }

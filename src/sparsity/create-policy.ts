@@ -3,27 +3,31 @@ import { CorematchingError } from '../io/errors.js';
 import { DensePolicy, type SparsityPolicy } from './policy.js';
 import { CoreMatchingPolicy } from './corematching.js';
 import { FastVPolicy } from './fastv.js';
-import { ProjectionPolicy, type AttentionGeometry } from './projection.js';
+import { ProjectionPolicy } from './projection.js';
 import { RandomPolicy } from './random.js';
-import { checkLayers, resolvePolicyOptions, type PolicyOptions } from './options.js';
+import { checkLayers, resolvePolicyOptions, type OptionSpelling, type PolicyOptions } from './options.js';
 
 export const POLICY_NAMES = ['dense', 'corematching', 'corematching-tokens', 'corematching-neurons', 'fastv', 'projection', 'random'] as const;
 export type PolicyName = (typeof POLICY_NAMES)[number];
 
+export function isPolicyName(name: string): name is PolicyName {
+  return (POLICY_NAMES as readonly string[]).includes(name);
+}
+
 /**
- * A fresh policy. `numLayers` (the decoder's layer count) lets option errors such as a tokenLayer
- * past the last layer surface before any work; `geometry` serves the projection policy when the
- * prefill context does not carry the key/value head layout.
+ * A fresh policy, its options validated (the one place they are). `numLayers` (the decoder's
+ * layer count) lets errors such as a tokenLayer past the last layer surface before any work;
+ * `spell` names options in errors (the CLI passes its flag names).
  */
-export function createPolicy(name: string, options: Partial<PolicyOptions> = {}, numLayers?: number, geometry?: AttentionGeometry): SparsityPolicy {
-  if (!(POLICY_NAMES as readonly string[]).includes(name)) {
+export function createPolicy(name: string, options: Partial<PolicyOptions> = {}, numLayers?: number, spell?: OptionSpelling): SparsityPolicy {
+  if (!isPolicyName(name)) {
     throw new CorematchingError(`unknown policy "${name}"; expected one of ${POLICY_NAMES.join(', ')}`);
   }
-  const resolved = resolvePolicyOptions(options);
+  const resolved = resolvePolicyOptions(options, spell);
   const tokens = name !== 'dense' && name !== 'corematching-neurons';
   const neurons = name === 'corematching' || name === 'corematching-neurons';
   if (numLayers !== undefined) checkLayers(resolved, numLayers, tokens, neurons);
-  switch (name as PolicyName) {
+  switch (name) {
     case 'dense':
       return new DensePolicy();
     case 'corematching':
@@ -35,7 +39,7 @@ export function createPolicy(name: string, options: Partial<PolicyOptions> = {},
     case 'fastv':
       return new FastVPolicy(resolved);
     case 'projection':
-      return new ProjectionPolicy(resolved, geometry);
+      return new ProjectionPolicy(resolved);
     case 'random':
       return new RandomPolicy(resolved);
   }

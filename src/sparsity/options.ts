@@ -1,7 +1,7 @@
 /**
- * Options of the sparsity policies (design doc sections 1-5), their defaults, their validation,
- * and the parser for the CLI's string flags. Checks that need the model (layer counts) run in
- * `checkLayers`, those that need the prompt (image-token count, prompt length) in `begin()`.
+ * Options of the sparsity policies (design doc sections 1-5), their defaults and their validation
+ * (once, in createPolicy). Checks that need the model (layer counts) run in `checkLayers`, those
+ * that need the prompt (image-token count, prompt length) in `begin()`.
  */
 import { CorematchingError } from '../io/errors.js';
 import { validateBudget, type Budget } from './knee.js';
@@ -53,14 +53,18 @@ const OPTION_NAMES = Object.keys(DEFAULT_POLICY_OPTIONS) as (keyof PolicyOptions
 
 const show = (value: unknown) => (typeof value === 'string' ? `"${value}"` : Array.isArray(value) ? `[${value.join(', ')}]` : String(value));
 
-function fail(option: string, value: unknown, expected: string): never {
-  throw new CorematchingError(`${option} must be ${expected}, got ${show(value)}`);
-}
+/** How errors spell an option: its key by default; the CLI passes its flag names. */
+export type OptionSpelling = (key: keyof PolicyOptions) => string;
+
+const asKey: OptionSpelling = (key) => key;
 
 const isInt = (x: unknown): x is number => typeof x === 'number' && Number.isSafeInteger(x);
 
-/** Fills in defaults and validates every option that does not depend on the model or the prompt. */
-export function resolvePolicyOptions(options: Partial<PolicyOptions> = {}): PolicyOptions {
+/**
+ * Fills in defaults and validates every option that does not depend on the model or the prompt;
+ * errors name an option as `spell` says.
+ */
+export function resolvePolicyOptions(options: Partial<PolicyOptions> = {}, spell: OptionSpelling = asKey): PolicyOptions {
   for (const key of Object.keys(options)) {
     if (!OPTION_NAMES.includes(key as keyof PolicyOptions)) {
       throw new CorematchingError(`unknown sparsity option "${key}"; expected one of ${OPTION_NAMES.join(', ')}`);
@@ -68,7 +72,10 @@ export function resolvePolicyOptions(options: Partial<PolicyOptions> = {}): Poli
   }
   const defined = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined));
   const o: PolicyOptions = { ...DEFAULT_POLICY_OPTIONS, ...defined };
-  const unitInterval = (name: string, x: unknown) => {
+  const fail = (key: keyof PolicyOptions, value: unknown, expected: string): never => {
+    throw new CorematchingError(`${spell(key)} must be ${expected}, got ${show(value)}`);
+  };
+  const unitInterval = (name: 'rho' | 'beta', x: unknown) => {
     if (typeof x !== 'number' || !(x > 0 && x <= 1)) fail(name, x, 'a number in (0, 1]');
   };
   unitInterval('rho', o.rho);
@@ -78,7 +85,7 @@ export function resolvePolicyOptions(options: Partial<PolicyOptions> = {}): Poli
     fail('reference', o.reference, "'last', 'text', 'all' or an integer prompt position (negative counts from the end)");
   }
   if (o.match !== 'active' && o.match !== 'core') fail('match', o.match, "'active' or 'core'");
-  validateBudget(o.budget);
+  validateBudget(o.budget, spell('budget'));
   if (!isInt(o.minKeep) || o.minKeep < 1) fail('minKeep', o.minKeep, 'an integer >= 1');
   const layers = o.neuronLayers;
   if (!(layers === 'middle' || layers === 'all' || (Array.isArray(layers) && layers.every((l) => isInt(l) && l >= 0)))) {
@@ -123,78 +130,4 @@ export function referencePosition(reference: number, promptLength: number): numb
     throw new CorematchingError(`reference ${reference} is outside the prompt of ${promptLength} tokens; expected -${promptLength} .. ${promptLength - 1}`);
   }
   return p;
-}
-
-// ---------------------------------------------------------------------------------------------
-// CLI strings
-
-type Raw = Record<string, string | boolean | undefined>;
-
-const NUMBER = /^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$/;
-
-function number(flag: string, value: string | boolean, expected: string): number {
-  if (typeof value !== 'string' || !NUMBER.test(value.trim())) fail(flag, value, expected);
-  return Number(value);
-}
-
-function integer(flag: string, value: string | boolean, expected: string): number {
-  const n = number(flag, value, expected);
-  if (!Number.isSafeInteger(n)) fail(flag, value, expected);
-  return n;
-}
-
-function flagValue(raw: Raw, camel: string): string | boolean | undefined {
-  const kebab = camel.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
-  return raw[camel] ?? raw[kebab];
-}
-
-/**
- * Parses the CLI flags --rho --beta --token-layer --reference --match --budget --min-keep
- * --neuron-layers (middle|all|comma list) --prune-early-kv --seed (keys camelCase as commander
- * gives them, or kebab-case) and validates the result. Absent flags take the defaults.
- */
-export function parsePolicyOptions(raw: Raw): PolicyOptions {
-  const o: Partial<PolicyOptions> = {};
-  const get = (camel: string) => flagValue(raw, camel);
-  let v: string | boolean | undefined;
-  if ((v = get('rho')) !== undefined) o.rho = number('--rho', v, 'a number in (0, 1]');
-  if ((v = get('beta')) !== undefined) o.beta = number('--beta', v, 'a number in (0, 1]');
-  if ((v = get('tokenLayer')) !== undefined) o.tokenLayer = integer('--token-layer', v, 'an integer >= 1');
-  if ((v = get('reference')) !== undefined) {
-    o.reference = v === 'last' || v === 'text' || v === 'all' ? v : integer('--reference', v, "'last', 'text', 'all' or an integer prompt position");
-  }
-  if ((v = get('match')) !== undefined) {
-    if (v !== 'active' && v !== 'core') fail('--match', v, "'active' or 'core'");
-    o.match = v;
-  }
-  if ((v = get('budget')) !== undefined) {
-    o.budget = v === 'knee' ? 'knee' : number('--budget', v, "'knee', an integer K >= 1 or a fraction in (0, 1)");
-  }
-  if ((v = get('minKeep')) !== undefined) o.minKeep = integer('--min-keep', v, 'an integer >= 1');
-  if ((v = get('neuronLayers')) !== undefined) {
-    if (v === 'middle' || v === 'all') o.neuronLayers = v;
-    else {
-      const expected = "'middle', 'all' or a comma-separated list of layer indices";
-      if (typeof v !== 'string' || v.trim() === '') fail('--neuron-layers', v, expected);
-      o.neuronLayers = v.split(',').map((part) => integer('--neuron-layers', part.trim(), expected));
-    }
-  }
-  if ((v = get('pruneEarlyKv')) !== undefined) {
-    if (v === true || v === 'true') o.pruneEarlyKv = true;
-    else if (v === false || v === 'false') o.pruneEarlyKv = false;
-    else fail('--prune-early-kv', v, 'true or false');
-  }
-  if ((v = get('seed')) !== undefined) o.seed = integer('--seed', v, 'an integer in 0 .. 4294967295');
-  if ((v = get('reportNeuronIndices')) !== undefined) o.reportNeuronIndices = v === true || v === 'true';
-  try {
-    return resolvePolicyOptions(o);
-  } catch (e) {
-    // Name the flag rather than the option key in CLI errors.
-    if (e instanceof CorematchingError) {
-      const key = e.message.split(' ')[0]!;
-      const flag = `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
-      throw new CorematchingError(e.message.replace(key, flag));
-    }
-    throw e;
-  }
 }

@@ -1,11 +1,16 @@
 /**
- * The contract between the generation loop and a sparsity policy. The loop consults a policy at
- * these points only; dense inference is the policy that does nothing, so dense and sparse runs
- * share every line of the loop.
+ * The contract between the generation loop and a sparsity policy: everything a policy sees and
+ * returns is defined here, so a new policy needs this file alone (and, for token selection, the
+ * shared base class in token-selection.ts). The loop consults a policy at these points only;
+ * dense inference is the policy that does nothing, so dense and sparse runs share every line of
+ * the loop.
+ *
+ * Order within one request: begin(), then for each decoder layer of the prefill selectTokens(l),
+ * prefillTaps(l), and after the layer ran afterAttention / afterFfn for the taps it asked for;
+ * then decodeNeurons(l) for every layer, once; report() at the end.
  */
-import type { LayerExtras } from '../models/llama.js';
 
-/** What a policy learns about a request before prefill. */
+/** What a policy learns about a request and the model before prefill. */
 export interface PrefillContext {
   numLayers: number;
   /** Prompt length in tokens, image tokens included. */
@@ -15,10 +20,40 @@ export interface PrefillContext {
   imageTokens: number;
   /** FFN width of every decoder layer. */
   intermediateSize: number;
-  /** Attention layout, to split cached values into heads (the engine always provides it). */
-  numAttentionHeads?: number;
-  numKeyValueHeads?: number;
-  headDim?: number;
+  /** Attention layout: query heads, key/value heads (grouped-query attention) and head size. */
+  numAttentionHeads: number;
+  numKeyValueHeads: number;
+  headDim: number;
+}
+
+/** What a policy asks a prefill layer to return beside its output. */
+export interface PrefillTaps {
+  ffnActivations?: boolean;
+  lastAttention?: boolean;
+}
+
+/** A layer's FFN activations a(x) = act(gate(h)) * up(h) (or act(fc1(h))), one row per token. */
+export interface FfnTap {
+  /** [tokens, width], row-major. */
+  activations: Float32Array;
+  /** Tokens the layer processed (rows). */
+  tokens: number;
+  /** FFN width (columns). */
+  width: number;
+}
+
+/** A layer's attention from the last prompt token, with the values it attended to. */
+export interface AttentionTap {
+  /** Softmax attention of the last token over the layer's `tokens` keys, [heads, tokens]. */
+  probs: Float32Array;
+  /** The layer's cached values, [kvHeads, tokens, headDim]. */
+  values: Float32Array;
+  /** Keys the layer attended to: every token it holds, in prompt order. */
+  tokens: number;
+  /** Query heads; query head h reads key/value head floor(h / (heads / kvHeads)). */
+  heads: number;
+  kvHeads: number;
+  headDim: number;
 }
 
 export interface SparsityReport {
@@ -38,15 +73,15 @@ export interface SparsityPolicy {
   readonly pruneEarlyKv: boolean;
   begin(context: PrefillContext): void;
   /** What prefill must additionally return from `layer` for this policy. */
-  prefillExtras(layer: number): LayerExtras;
-  /** FFN activations of the tokens `layer` processed, [tokens, intermediate]. */
-  afterFfn(layer: number, activations: Float32Array, tokens: number): void;
-  /** Last prompt token's attention over the cached tokens [heads, tokens] and the values [kvHeads, tokens, headDim]. */
-  afterAttention(layer: number, lastAttention: Float32Array, values: Float32Array): void;
+  prefillTaps(layer: number): PrefillTaps;
+  afterFfn(layer: number, tap: FfnTap): void;
+  afterAttention(layer: number, tap: AttentionTap): void;
   /** Before `layer` runs in prefill: which of the current tokens to keep (ascending), or null for all. */
   selectTokens(layer: number): number[] | null;
   /** After prefill: core-neuron indices `layer` decodes with (ascending), or null for the dense FFN. */
   decodeNeurons(layer: number): number[] | null;
+  /** The image-token scores behind the last selection (grid order), for pictures; null without. */
+  imageTokenScores?(): ArrayLike<number> | null;
   report(): SparsityReport;
 }
 
@@ -59,7 +94,7 @@ export class DensePolicy implements SparsityPolicy {
   begin(context: PrefillContext): void {
     this.imageTokens = context.imageTokens;
   }
-  prefillExtras(): LayerExtras {
+  prefillTaps(): PrefillTaps {
     return {};
   }
   afterFfn(): void {}

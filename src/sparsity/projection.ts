@@ -9,56 +9,28 @@
  * (a head with O_M = 0 contributes nothing). Image tokens are kept by `budget` as in section 3.4.
  * With grouped-query attention, query head h reads key/value head floor(h / (heads / kvHeads)).
  */
-import type { LayerExtras } from '../models/llama.js';
 import { CorematchingError } from '../io/errors.js';
-import type { PrefillContext } from './policy.js';
-import type { PolicyOptions } from './options.js';
-import { TokenSelectionPolicy } from './fastv.js';
-
-/** How the cached values split into heads; read from the prefill context when it carries them. */
-export interface AttentionGeometry {
-  numKeyValueHeads: number;
-  headDim: number;
-}
+import type { AttentionTap, PrefillTaps } from './policy.js';
+import { checkAttentionTap, TokenSelectionPolicy } from './token-selection.js';
 
 export class ProjectionPolicy extends TokenSelectionPolicy {
   readonly name: string = 'projection';
-  private activeGeometry: AttentionGeometry | undefined;
 
-  constructor(options: Partial<PolicyOptions> = {}, private readonly geometry?: AttentionGeometry) {
-    super(options);
-  }
-
-  override begin(context: PrefillContext): void {
-    super.begin(context);
-    const c = context as PrefillContext & Partial<AttentionGeometry>;
-    this.activeGeometry =
-      c.numKeyValueHeads !== undefined && c.headDim !== undefined ? { numKeyValueHeads: c.numKeyValueHeads, headDim: c.headDim } : this.geometry;
-  }
-
-  override prefillExtras(layer: number): LayerExtras {
+  override prefillTaps(layer: number): PrefillTaps {
     return layer === this.scoringLayer ? { lastAttention: true } : {};
   }
 
-  override afterAttention(layer: number, lastAttention: Float32Array, values: Float32Array): void {
+  override afterAttention(layer: number, tap: AttentionTap): void {
     if (layer !== this.scoringLayer) return;
-    const g = this.activeGeometry;
-    if (g === undefined) {
-      throw new CorematchingError('policy projection needs the number of key/value heads and the head size (prefill context or constructor)');
-    }
-    const { imageStart, imageTokens, promptLength: cached } = this.ctx;
-    const { numKeyValueHeads: kvHeads, headDim } = g;
-    const heads = lastAttention.length / cached;
-    if (!Number.isInteger(heads) || heads % kvHeads !== 0 || values.length !== kvHeads * cached * headDim) {
-      throw new CorematchingError(
-        `policy projection: attention [${lastAttention.length}] and values [${values.length}] do not match ${cached} tokens, ${kvHeads} key/value heads of size ${headDim}`,
-      );
-    }
+    checkAttentionTap(this.name, tap);
+    const { imageStart, imageTokens, promptLength } = this.ctx;
+    const { probs, values, heads, kvHeads, headDim, tokens: cached } = tap;
+    if (cached !== promptLength) throw new CorematchingError(`policy ${this.name}: layer ${layer} attended to ${cached} tokens, expected the whole prompt of ${promptLength}`);
     const group = heads / kvHeads;
     const scores = new Float64Array(imageTokens);
     const out = new Float64Array(headDim);
     for (let h = 0; h < heads; h++) {
-      const alpha = lastAttention.subarray(h * cached, (h + 1) * cached);
+      const alpha = probs.subarray(h * cached, (h + 1) * cached);
       const base = Math.floor(h / group) * cached * headDim;
       out.fill(0);
       for (let t = 0; t < cached; t++) {

@@ -1,0 +1,118 @@
+/**
+ * The ONNX graphs of a LLaMA / Mistral / Qwen2 decoder: one layer (RMSNorm, rotary GQA attention,
+ * SwiGLU FFN) with its weights as inputs, so one session serves every layer; and the final norm
+ * with the LM head.
+ *
+ * The layer graph never copies the KV cache. It returns only the new tokens' keys and values
+ * (the caller writes them into its preallocated cache), and attends to the cache and to the new
+ * tokens as two blocks of one softmax: scores against the whole cache buffer, whose unfilled
+ * slots `cache_mask` hides, beside causal scores among the new tokens.
+ */
+import { GraphBuilder } from '../graph/builder.js';
+import { activation, linear, mergeHeads, rmsNorm, rotary, splitHeads } from '../graph/ops.js';
+import type { TextConfig } from '../io/model-config.js';
+
+/** What a layer run may additionally return, for a sparsity policy. */
+export interface TapRequest {
+  /** act(gate(h)) * up(h), the FFN's down-projection input, [seq, intermediate]. */
+  ffnActivations?: boolean;
+  /** Softmax attention of the last query position over cache slots and new tokens. */
+  lastAttention?: boolean;
+}
+
+export interface LayerGraphVariant extends TapRequest {
+  /** Attends to a KV cache (false: the first tokens of a request, nothing cached yet). */
+  withCache: boolean;
+}
+
+export function layerGraphKey(v: LayerGraphVariant): string {
+  return `layer:${v.withCache ? 'c' : ''}${v.ffnActivations ? 'a' : ''}${v.lastAttention ? 'p' : ''}`;
+}
+
+export function buildLayerGraph(c: TextConfig, variant: LayerGraphVariant): Uint8Array {
+  const { hiddenSize: h, numAttentionHeads: nh, numKeyValueHeads: kvh, headDim: hd } = c;
+  const group = nh / kvh;
+  const g = new GraphBuilder('decoder_layer');
+  const x = g.input('x', ['seq', h]);
+  const cos = g.input('cos', ['seq', hd]);
+  const sin = g.input('sin', ['seq', hd]);
+  const mask = g.input('mask', ['seq', 'seq']);
+  const w = (name: string, shape: (number | string)[]) => g.input(name, shape);
+  const bias = (name: string, size: number | string, present: boolean) => (present ? w(name, [size]) : undefined);
+  const unsqueezed = (t: string) => g.op('Unsqueeze', [t, g.constInt64([1])]);
+  /** [kvh, group, seq, hd] queries against [kvh, n, hd] keys -> [kvh, group, seq, n] scores. */
+  const scoresAgainst = (q: string, keys: string) => g.op('MatMul', [q, g.op('Transpose', [unsqueezed(keys)], { perm: [0, 1, 3, 2] })]);
+
+  // q, k and v come from one product with the three weights stacked, [q; k; v] rows: one pass
+  // over the weights instead of three, which is what a bandwidth-bound decode step pays for.
+  const xn = rmsNorm(g, x, w('input_norm', [h]), c.rmsNormEps);
+  const qkvRows = (nh + 2 * kvh) * hd;
+  const qkv = linear(g, xn, w('qkv_w', [qkvRows, h]), bias('qkv_b', qkvRows, c.qkvBias));
+  const [q, k, v] = g.node('Split', [qkv, g.constInt64([nh * hd, kvh * hd, kvh * hd])], { axis: 1 }, 3) as [string, string, string];
+  const qr = g.op('Mul', [rotary(g, splitHeads(g, q, nh, hd), cos, sin), g.constFloat([1 / Math.sqrt(hd)])]);
+  const newK = rotary(g, splitHeads(g, k, kvh, hd), cos, sin);
+  const newV = splitHeads(g, v, kvh, hd);
+  g.output('new_k', newK, [kvh, 'seq', hd]);
+  g.output('new_v', newV, [kvh, 'seq', hd]);
+
+  // Grouped-query attention: query head j*group + r reads kv head j, as transformers' repeat_kv.
+  const qGrouped = g.op('Reshape', [qr, g.constInt64([kvh, group, -1, hd])]);
+  const selfScores = g.op('Add', [scoresAgainst(qGrouped, newK), mask]);
+  let probs: string;
+  let context: string;
+  if (variant.withCache) {
+    const cacheK = g.input('cache_k', [kvh, 'capacity', hd]);
+    const cacheV = g.input('cache_v', [kvh, 'capacity', hd]);
+    const cacheScores = g.op('Add', [scoresAgainst(qGrouped, cacheK), g.input('cache_mask', [1, 'capacity'])]);
+    probs = g.op('Softmax', [g.op('Concat', [cacheScores, selfScores], { axis: -1 })], { axis: -1 });
+    const capacity = g.op('Gather', [g.op('Shape', [cacheK]), g.constInt64([1])], { axis: 0 });
+    const axis = g.constInt64([-1]);
+    const cacheProbs = g.op('Slice', [probs, g.constInt64([0]), capacity, axis]);
+    const selfProbs = g.op('Slice', [probs, capacity, g.constInt64([Number.MAX_SAFE_INTEGER]), axis]);
+    context = g.op('Add', [g.op('MatMul', [cacheProbs, unsqueezed(cacheV)]), g.op('MatMul', [selfProbs, unsqueezed(newV)])]);
+  } else {
+    probs = g.op('Softmax', [selfScores], { axis: -1 });
+    context = g.op('MatMul', [probs, unsqueezed(newV)]);
+  }
+  const merged = mergeHeads(g, g.op('Reshape', [context, g.constInt64([nh, -1, hd])]), nh, hd);
+  const attnOut = linear(g, merged, w('o_w', [h, nh * hd]), bias('o_b', h, c.oBias));
+  const afterAttn = g.op('Add', [x, attnOut]);
+
+  const yn = rmsNorm(g, afterAttn, w('post_norm', [h]), c.rmsNormEps);
+  // gate and up likewise: [gate; up] rows, 2 x ffn of them.
+  const gateUp = linear(g, yn, w('gate_up_w', ['ffn2', h]), bias('gate_up_b', 'ffn2', c.mlpBias));
+  const [gate, up] = g.node('Split', [gateUp], { axis: 1, num_outputs: 2 }, 2) as [string, string];
+  const act = g.op('Mul', [activation(g, gate, c.hiddenAct), up]);
+  // down_proj is held transposed, [ffn, hidden], so a neuron's weights are one row of each matrix.
+  const downInputs = [act, w('down_t', ['ffn', h])];
+  if (c.mlpBias) downInputs.push(w('down_b', [h]));
+  const down = g.op('Gemm', downInputs);
+  g.output('out', g.op('Add', [afterAttn, down]), ['seq', h]);
+
+  if (variant.ffnActivations) g.output('ffn_act', act, ['seq', 'ffn']);
+  if (variant.lastAttention) {
+    const lastRow = g.op('Gather', [probs, g.constInt64([-1], [])], { axis: 2 });
+    g.output('last_attn', g.op('Reshape', [lastRow, g.constInt64([nh, -1])]), [nh, 'keys']);
+  }
+  return g.toBytes();
+}
+
+export function buildLmHeadGraph(c: TextConfig): Uint8Array {
+  const g = new GraphBuilder('lm_head');
+  const x = g.input('x', ['rows', c.hiddenSize]);
+  const norm = rmsNorm(g, x, g.input('norm', [c.hiddenSize]), c.rmsNormEps);
+  g.output('logits', linear(g, norm, g.input('lm_w', [c.vocabSize, c.hiddenSize])), ['rows', c.vocabSize]);
+  return g.toBytes();
+}
+
+/** Additive causal mask among `seq` new tokens, [seq, seq]. */
+export function causalMask(seq: number): Float32Array {
+  const mask = new Float32Array(seq * seq);
+  for (let i = 0; i < seq; i++) mask.fill(-Infinity, i * seq + i + 1, (i + 1) * seq);
+  return mask;
+}
+
+/** Additive mask over a cache buffer of `capacity` slots of which the first `length` are filled, [1, capacity]. */
+export function cacheMask(length: number, capacity: number): Float32Array {
+  return new Float32Array(capacity).fill(-Infinity, length);
+}

@@ -1,0 +1,69 @@
+/**
+ * The decoder's forward API over the preallocated KV cache, on a committed checkpoint: a prompt
+ * fed in pieces (a chunk, then single decode steps) gives the logits of feeding it at once, and
+ * the taps report what the layer saw.
+ */
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import type { LlamaDecoder } from '../src/models/llama.js';
+import { VisionLanguageModel } from '../src/pipeline/vision-language-model.js';
+import { fixturePath, relativeL2 } from './helpers.js';
+
+let vlm: VisionLanguageModel;
+let decoder: LlamaDecoder;
+before(async () => {
+  vlm = await VisionLanguageModel.load(fixturePath('models', 'siglip-qwen2'), { threads: 2 });
+  decoder = vlm.model.decoder;
+});
+after(() => vlm.release());
+
+const ids = Array.from({ length: 24 }, (_, i) => (i * 7919 + 5) % 1000);
+const range = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => from + i);
+
+test('a chunk, then a second chunk, then decode steps: the logits of one prefill', async () => {
+  const whole = await decoder.forward(decoder.embed(ids), range(0, 24), decoder.newCache(24));
+  const cache = decoder.newCache(30);
+  await decoder.forward(decoder.embed(ids.slice(0, 15)), range(0, 15), cache);
+  await decoder.forward(decoder.embed(ids.slice(15, 21)), range(15, 21), cache);
+  let last: Float32Array | undefined;
+  for (let p = 21; p < 24; p++) last = (await decoder.step(ids[p]!, p, cache)).logits;
+  assert.equal(cache.length(0), 24);
+  assert.ok(relativeL2(last!, whole.logits) < 1e-5, `relative L2 ${relativeL2(last!, whole.logits)}`);
+});
+
+test('taps: FFN activations of every processed row, attention over cached and new tokens', async () => {
+  const c = decoder.config;
+  const cache = decoder.newCache(20);
+  await decoder.forward(decoder.embed(ids.slice(0, 12)), range(0, 12), cache);
+  const seen: { layer: number; tokens: number; ffn: number; attention: number; sums: number[] }[] = [];
+  await decoder.forward(decoder.embed(ids.slice(12, 16)), range(12, 16), cache, {
+    hooks: {
+      selectRows: () => null,
+      taps: () => ({ ffnActivations: true, lastAttention: true }),
+      afterLayer: (layer, taps, tokens) => {
+        const a = taps.lastAttention!;
+        const keys = a.length / c.numAttentionHeads;
+        const sums = range(0, c.numAttentionHeads).map((h) => a.subarray(h * keys, (h + 1) * keys).reduce((s, x) => s + x, 0));
+        seen.push({ layer, tokens, ffn: taps.ffnActivations!.length, attention: a.length, sums });
+      },
+    },
+  });
+  assert.equal(seen.length, c.numHiddenLayers);
+  for (const s of seen) {
+    assert.equal(s.tokens, 4);
+    assert.equal(s.ffn, 4 * c.intermediateSize);
+    assert.equal(s.attention, c.numAttentionHeads * 16, 'every cached and new token, not the empty slots');
+    for (const sum of s.sums) assert.ok(Math.abs(sum - 1) < 1e-5);
+  }
+});
+
+test('rows dropped before a layer: later layers cache and see only the kept rows', async () => {
+  const cache = decoder.newCache(24);
+  const kept = [0, 2, 5, 9, 11];
+  const result = await decoder.forward(decoder.embed(ids.slice(0, 12)), range(0, 12), cache, {
+    hooks: { selectRows: (layer) => (layer === 1 ? kept : null), taps: () => ({}), afterLayer: () => {} },
+  });
+  assert.deepEqual(result.tokensPerLayer, [12, ...Array<number>(decoder.config.numHiddenLayers - 1).fill(5)]);
+  assert.equal(cache.length(0), 12);
+  assert.equal(cache.length(1), 5);
+});
