@@ -14,8 +14,10 @@ import { decodeImage, type RgbImage } from '../src/io/image.js';
 import { decodeWeightBytes } from '../src/models/flops.js';
 import type { PolicyName } from '../src/sparsity/create-policy.js';
 import type { PolicyOptions } from '../src/sparsity/options.js';
-import { VisionLanguageModel, type GenerateResult } from '../src/pipeline/vision-language-model.js';
+import type { WeightFormat } from '../src/graph/ops.js';
+import { VisionLanguageModel, WEIGHT_FORMATS, type GenerateResult } from '../src/pipeline/vision-language-model.js';
 import { measureCeilings } from './ceilings.js';
+import { benchLlamaCpp, type LlamaCppPhases } from './llama-cpp.js';
 
 interface Case {
   label: string;
@@ -50,7 +52,7 @@ const CASES: Case[] = [
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
-async function measure(vlm: VisionLanguageModel, image: RgbImage, prompt: string, c: Case, newTokens: number, repeats: number): Promise<Measured> {
+async function measure(vlm: VisionLanguageModel, format: WeightFormat, image: RgbImage, prompt: string, c: Case, newTokens: number, repeats: number): Promise<Measured> {
   const run = () => vlm.generate({ image, prompt, maxNewTokens: newTokens, ignoreEos: true, policy: c.policy, policyOptions: c.options });
   await vlm.generate({ image, prompt, maxNewTokens: 2, ignoreEos: true, policy: c.policy, policyOptions: c.options }); // warm-up
   const runs: GenerateResult[] = [];
@@ -70,7 +72,7 @@ async function measure(vlm: VisionLanguageModel, image: RgbImage, prompt: string
     coreNeuronLayers: Object.keys(last.sparsity.coreNeurons).length,
     flops: last.sparsity.flops,
     denseFlops: last.sparsity.denseFlops,
-    decodeWeightBytes: decodeWeightBytes(vlm.config.text, widths),
+    decodeWeightBytes: decodeWeightBytes(vlm.config.text, widths, format === 'int8' ? 1 : 4),
   };
 }
 
@@ -100,55 +102,108 @@ const program = new Command()
   .option('--prompt <text>', 'question (~40 text tokens with the chat template)', 'Describe this picture in detail: what animal is it, what colour is its fur, where is it looking, and what is in the background behind it?')
   .option('--new-tokens <n>', 'decoded tokens per run', (v) => Number(v), 32)
   .option('--repeats <n>', 'timed runs per case (medians are reported)', (v) => Number(v), 3)
-  .option('--threads <n>', 'threads for both engines', (v) => Number(v), os.availableParallelism())
-  .option('--dense-only', 'only the dense case (the engine-vs-PyTorch comparison)')
+  .option('--threads <n>', 'threads for every engine', (v) => Number(v), os.availableParallelism())
+  .option('--weights <list>', `weight formats of this engine, comma-separated (${WEIGHT_FORMATS.join(', ')})`, WEIGHT_FORMATS.join(','))
+  .option('--dense-only', 'only the dense case of each format')
   .option('--no-pytorch', 'skip the PyTorch comparison')
+  .option('--llama-cpp <dir>', 'GGUF files of the decoder (bench/make_llama_cpp_models.py); default: <model>-gguf when it exists')
+  .option('--no-llama-cpp', 'skip the llama.cpp comparison')
   .option('--out <file>', 'JSON output', 'bench/results/bench.json')
   .parse();
-const o = program.opts<{ model: string; image: string; prompt: string; newTokens: number; repeats: number; threads: number; denseOnly?: boolean; pytorch: boolean; out: string }>();
+const o = program.opts<{
+  model: string;
+  image: string;
+  prompt: string;
+  newTokens: number;
+  repeats: number;
+  threads: number;
+  weights: string;
+  denseOnly?: boolean;
+  pytorch: boolean;
+  llamaCpp: string | boolean;
+  out: string;
+}>();
+const formats = o.weights.split(',') as WeightFormat[];
+const ggufDir = typeof o.llamaCpp === 'string' ? o.llamaCpp : o.llamaCpp ? `${o.model.replace(/\/$/, '')}-gguf` : null;
+/** The llama.cpp file compared with each of this engine's formats (same bit width). */
+const GGUF_OF: Record<WeightFormat, string> = { fp32: 'f32', int8: 'q8_0' };
+const GGUF_KINDS = ['f32', 'q8_0', 'q4_0'];
 
 const ceilings = await measureCeilings(o.threads);
-const vlm = await VisionLanguageModel.load(o.model, { threads: o.threads });
 const image = await decodeImage(o.image);
-const results: Measured[] = [];
-for (const c of o.denseOnly ? CASES.slice(0, 1) : CASES) {
-  results.push(await measure(vlm, image, o.prompt, c, o.newTokens, o.repeats));
-  process.stderr.write(`measured ${c.label}\n`);
+const results: Record<string, Measured[]> = {};
+const llamaCpp: Record<string, LlamaCppPhases> = {};
+let promptTokens = 0;
+for (const format of formats) {
+  const vlm = await VisionLanguageModel.load(o.model, { threads: o.threads, weights: format });
+  results[format] = [];
+  for (const c of o.denseOnly ? CASES.slice(0, 1) : CASES) {
+    results[format].push(await measure(vlm, format, image, o.prompt, c, o.newTokens, o.repeats));
+    process.stderr.write(`measured ${format} ${c.label}\n`);
+  }
+  promptTokens = (await vlm.generate({ image, prompt: o.prompt, maxNewTokens: 1 })).promptTokens.length;
+  await vlm.release();
+  // llama.cpp at the same bit width right after, so both see the machine in the same state.
+  const kind = GGUF_OF[format];
+  const file = ggufDir === null ? null : path.join(ggufDir, `text-${kind}.gguf`);
+  if (file !== null && fs.existsSync(file)) llamaCpp[kind] = benchLlamaCpp(file, promptTokens, o.newTokens, o.repeats, o.threads);
 }
-const promptTokens = (await vlm.generate({ image, prompt: o.prompt, maxNewTokens: 1 })).promptTokens.length;
-await vlm.release();
+for (const kind of GGUF_KINDS) {
+  const file = ggufDir === null ? null : path.join(ggufDir, `text-${kind}.gguf`);
+  if (llamaCpp[kind] === undefined && file !== null && fs.existsSync(file)) llamaCpp[kind] = benchLlamaCpp(file, promptTokens, o.newTokens, o.repeats, o.threads);
+}
 const pytorch = o.pytorch ? benchPytorch(o.model, o.image, o.prompt, o.newTokens, o.repeats, o.threads) : undefined;
 
-const dense = results[0]!;
 const f2 = (x: number) => x.toFixed(2);
 const ratio = (x: number) => `${x.toFixed(2)}x`;
-console.log(`\n${path.basename(o.model)}: ${promptTokens} prompt tokens (${dense.keptImageTokens} image), ${o.newTokens} new tokens, ${o.threads} threads, medians of ${o.repeats} runs\n`);
+const first = results[formats[0]!]![0]!;
+console.log(`\n${path.basename(o.model)}: ${promptTokens} prompt tokens (${first.keptImageTokens} image), ${o.newTokens} new tokens, ${o.threads} threads, medians of ${o.repeats} runs\n`);
 
-if (pytorch) {
+const fp32 = results.fp32?.[0];
+if (pytorch && fp32) {
   const prefillPt = pytorch.visionPrefillS - pytorch.visionS;
-  console.log('| dense | corematching | PyTorch transformers | speedup |\n|---|---|---|---|');
-  console.log(`| vision (s) | ${f2(dense.visionS)} | ${f2(pytorch.visionS)} | ${ratio(pytorch.visionS / dense.visionS)} |`);
-  console.log(`| prefill (s) | ${f2(dense.prefillS)} | ${f2(prefillPt)} | ${ratio(prefillPt / dense.prefillS)} |`);
-  console.log(`| vision + prefill (s) | ${f2(dense.visionS + dense.prefillS)} | ${f2(pytorch.visionPrefillS)} | ${ratio(pytorch.visionPrefillS / (dense.visionS + dense.prefillS))} |`);
-  console.log(`| decode (tokens/s) | ${dense.decodeTokensPerS.toFixed(1)} | ${pytorch.decodeTokensPerS.toFixed(1)} | ${ratio(dense.decodeTokensPerS / pytorch.decodeTokensPerS)} |\n`);
+  console.log('| dense fp32 | corematching | PyTorch transformers | speedup |\n|---|---|---|---|');
+  console.log(`| vision (s) | ${f2(fp32.visionS)} | ${f2(pytorch.visionS)} | ${ratio(pytorch.visionS / fp32.visionS)} |`);
+  console.log(`| prefill (s) | ${f2(fp32.prefillS)} | ${f2(prefillPt)} | ${ratio(prefillPt / fp32.prefillS)} |`);
+  console.log(`| vision + prefill (s) | ${f2(fp32.visionS + fp32.prefillS)} | ${f2(pytorch.visionPrefillS)} | ${ratio(pytorch.visionPrefillS / (fp32.visionS + fp32.prefillS))} |`);
+  console.log(`| decode (tokens/s) | ${fp32.decodeTokensPerS.toFixed(1)} | ${pytorch.decodeTokensPerS.toFixed(1)} | ${ratio(fp32.decodeTokensPerS / pytorch.decodeTokensPerS)} |\n`);
 }
 
-const share = {
-  visionGflops: dense.flops.vision / dense.visionS / 1e9,
-  prefillGflops: dense.flops.prefill / dense.prefillS / 1e9,
-  decodeGBs: (dense.decodeWeightBytes * dense.decodeTokensPerS) / 1e9,
-};
-console.log(
-  `machine ceilings measured in this run: fp32 GEMM ${ceilings.gemmGflops.toFixed(0)} GFLOP/s (${ceilings.smallGemmGflops.toFixed(0)} with 104 rows), weight streaming ${ceilings.bandwidthGBs.toFixed(1)} GB/s; ` +
-    `dense vision ${share.visionGflops.toFixed(0)} GFLOP/s (${((100 * share.visionGflops) / ceilings.gemmGflops).toFixed(0)}%), ` +
-    `prefill ${share.prefillGflops.toFixed(0)} GFLOP/s (${((100 * share.prefillGflops) / ceilings.gemmGflops).toFixed(0)}%), ` +
-    `decode ${share.decodeGBs.toFixed(1)} GB/s of weights (${((100 * share.decodeGBs) / ceilings.bandwidthGBs).toFixed(0)}%)\n`,
-);
+const share = (r: Measured) => ({
+  visionGflops: r.flops.vision / r.visionS / 1e9,
+  prefillGflops: r.flops.prefill / r.prefillS / 1e9,
+  decodeGBs: (r.decodeWeightBytes * r.decodeTokensPerS) / 1e9,
+});
+console.log(`machine ceilings measured in this run: fp32 GEMM ${ceilings.gemmGflops.toFixed(0)} GFLOP/s (${ceilings.smallGemmGflops.toFixed(0)} with 104 rows), fp32 weight streaming ${ceilings.bandwidthGBs.toFixed(1)} GB/s`);
+for (const format of formats) {
+  const s = share(results[format]![0]!);
+  console.log(`dense ${format}: vision ${s.visionGflops.toFixed(0)} GFLOP/s, prefill ${s.prefillGflops.toFixed(0)} GFLOP/s, decode ${s.decodeGBs.toFixed(1)} GB/s of weights`);
+}
 
-if (results.length > 1) {
+if (Object.keys(llamaCpp).length > 0) {
+  console.log(`\nThis engine beside llama.cpp (decoder only: llama.cpp's numbers are prefill of ${promptTokens} tokens and decode of ${o.newTokens} tokens after them, from llama-bench; its vision tower is not converted)\n`);
+  console.log('| engine | weights | policy | prefill s | decode tok/s | prefill + decode s | prefill vs llama.cpp | decode vs llama.cpp |\n|---|---|---|---|---|---|---|---|');
+  for (const format of formats) {
+    const peer = llamaCpp[GGUF_OF[format]];
+    for (const r of results[format]!.filter((m) => m.label === 'dense' || m.label.startsWith('corematching ('))) {
+      const total = r.prefillS + o.newTokens / r.decodeTokensPerS;
+      const vs = peer ? `${ratio(peer.prefillS / r.prefillS)} | ${ratio(r.decodeTokensPerS / peer.decodeTokensPerS)}` : '- | -';
+      console.log(`| corematching | ${format} | ${r.label} | ${f2(r.prefillS)} | ${r.decodeTokensPerS.toFixed(1)} | ${f2(total)} | ${vs} |`);
+    }
+  }
+  for (const [kind, r] of Object.entries(llamaCpp)) {
+    console.log(`| llama.cpp | ${kind} | dense | ${f2(r.prefillS)} | ${r.decodeTokensPerS.toFixed(1)} | ${f2(r.prefillS + o.newTokens / r.decodeTokensPerS)} | | |`);
+  }
+}
+
+for (const format of formats) {
+  const rows = results[format]!;
+  if (rows.length < 2) continue;
+  const dense = rows[0]!;
+  console.log(`\n${format} weights\n`);
   console.log(`| policy | kept image tokens | vision s | prefill s | first token s | core-neuron gather s | decode tok/s | prefill GFLOP | prefill speedup (ideal) | decode speedup (ideal) | vision+prefill+${o.newTokens} tokens s |`);
   console.log('|---|---|---|---|---|---|---|---|---|---|---|');
-  for (const r of results) {
+  for (const r of rows) {
     const prefillIdeal = dense.flops.prefill / r.flops.prefill;
     const decodeIdeal = dense.decodeWeightBytes / r.decodeWeightBytes;
     console.log(
@@ -159,5 +214,6 @@ if (results.length > 1) {
 }
 
 fs.mkdirSync(path.dirname(o.out), { recursive: true });
-fs.writeFileSync(o.out, `${JSON.stringify({ model: o.model, date: new Date().toISOString(), options: o, promptTokens, ceilings, share, results, pytorch }, null, 2)}\n`);
+const shares = Object.fromEntries(formats.map((f) => [f, share(results[f]![0]!)]));
+fs.writeFileSync(o.out, `${JSON.stringify({ model: o.model, date: new Date().toISOString(), options: o, promptTokens, ceilings, shares, results, llamaCpp, pytorch }, null, 2)}\n`);
 console.log(`\nwrote ${o.out}`);

@@ -9,12 +9,12 @@ import { decodeImage, type RgbImage } from '../src/io/image.js';
 import { VisionLanguageModel } from '../src/pipeline/vision-language-model.js';
 import { fixturePath } from './helpers.js';
 
-for (const name of ['clip-llama', 'siglip-qwen2', 'clip-mistral']) {
-  describe(`corematching keeping everything equals dense: ${name}`, () => {
+for (const [name, weights] of [['clip-llama', 'fp32'], ['siglip-qwen2', 'fp32'], ['clip-mistral', 'fp32'], ['clip-llama', 'int8']] as const) {
+  describe(`corematching keeping everything equals dense: ${name}, ${weights} weights`, () => {
     let vlm: VisionLanguageModel;
     let image: RgbImage;
     before(async () => {
-      vlm = await VisionLanguageModel.load(fixturePath('models', name), { threads: 2 });
+      vlm = await VisionLanguageModel.load(fixturePath('models', name), { threads: 2, weights });
       image = await decodeImage(fixturePath('photos', 'coffee.png'));
     });
     after(() => vlm.release());

@@ -6,16 +6,13 @@ import { readEvalSet } from '../io/eval-set.js';
 import { evaluate, type EvalReport } from '../pipeline/evaluate.js';
 import type { PolicyName } from '../sparsity/create-policy.js';
 import type { PolicyOptions } from '../sparsity/options.js';
-import { defaultModelDir } from './default-model.js';
-import { loadWithProgress } from './load-model.js';
+import { addModelFlags, loadWithProgress, type ModelFlags } from './load-model.js';
 import { positiveInt } from './options.js';
 import { addPolicyFlags, policyFromFlags, type PolicyFlags } from './policy-flags.js';
 
-interface EvalOptions extends PolicyFlags {
-  model?: string;
+interface EvalOptions extends PolicyFlags, ModelFlags {
   data: string;
   limit?: number;
-  threads?: number;
   json?: boolean;
   sweep?: boolean;
   out: string;
@@ -53,13 +50,9 @@ export function sweepTable(rows: { label: string; budget: string; report: EvalRe
 }
 
 export function evalCommand(program: Command): void {
-  const command = program
-    .command('eval')
-    .description('Exact-match accuracy on a question set (a folder with questions.jsonl), per question type.')
-    .option('--model <dir>', 'checkpoint folder (default: the shipped model)')
+  const command = addModelFlags(program.command('eval').description('Exact-match accuracy on a question set (a folder with questions.jsonl), per question type.'), 'checkpoint folder (default: the shipped model)')
     .requiredOption('--data <dir>', 'folder with questions.jsonl and its images (see scripts/scenes.py)')
     .option('--limit <n>', 'only the first n questions', positiveInt)
-    .option('--threads <n>', 'ONNX Runtime threads', positiveInt)
     .option('--json', 'print the report as JSON')
     .option('--sweep', 'run every policy x budget and write a markdown table and JSON')
     .option('--out <prefix>', 'with --sweep: output files without extension', 'docs/eval-sweep');
@@ -67,7 +60,7 @@ export function evalCommand(program: Command): void {
     const { policy, policyOptions } = policyFromFlags(o);
     let items = readEvalSet(o.data);
     if (o.limit !== undefined) items = items.slice(0, o.limit);
-    const vlm = await loadWithProgress(o.model ?? defaultModelDir(), o.threads, o.json === true);
+    const vlm = await loadWithProgress(o, o.json === true);
     if (!o.sweep) {
       const report = await evaluate(vlm, items, policy, policyOptions);
       process.stdout.write(o.json ? `${JSON.stringify(report)}\n` : `${summary(report)}\n`);

@@ -1,13 +1,11 @@
 /** `corematching run`: answer one question about one image. */
 import type { Command } from 'commander';
-import { loadWithProgress } from './load-model.js';
+import { addModelFlags, loadWithProgress, type ModelFlags } from './load-model.js';
 import type { SamplingOptions } from '../pipeline/sampling.js';
 import { collect, nonNegativeInt, positiveInt, positiveNumber, probability } from './options.js';
-import { defaultModelDir } from './default-model.js';
 import { addPolicyFlags, policyFromFlags, type PolicyFlags } from './policy-flags.js';
 
-interface RunOptions extends PolicyFlags {
-  model?: string;
+interface RunOptions extends PolicyFlags, ModelFlags {
   image: string;
   prompt: string;
   maxNewTokens: number;
@@ -15,7 +13,6 @@ interface RunOptions extends PolicyFlags {
   temperature?: number;
   topK?: number;
   topP?: number;
-  threads?: number;
   rawPrompt?: boolean;
   stop: string[];
   json?: boolean;
@@ -37,10 +34,10 @@ function samplingOptions(o: RunOptions): SamplingOptions {
 }
 
 export function runCommand(program: Command): void {
-  const command = program
-    .command('run')
-    .description('Answer a question about an image.')
-    .option('--model <dir>', 'Hugging Face LLaVA checkpoint folder (default: the model shipped with corematching)')
+  const command = addModelFlags(
+    program.command('run').description('Answer a question about an image.'),
+    'Hugging Face LLaVA checkpoint folder (default: the model shipped with corematching)',
+  )
     .requiredOption('--image <file>', 'image file (JPEG, PNG or WebP)')
     .requiredOption('--prompt <text>', 'the question (wrapped by the chat template unless --raw-prompt)')
     .option('--max-new-tokens <n>', 'maximum number of tokens to generate', positiveInt, 128)
@@ -48,14 +45,13 @@ export function runCommand(program: Command): void {
     .option('--temperature <t>', 'sampling temperature', positiveNumber)
     .option('--top-k <k>', 'sample among the k most likely tokens (0 = all)', nonNegativeInt)
     .option('--top-p <p>', 'nucleus sampling probability mass', probability)
-    .option('--threads <n>', 'ONNX Runtime threads', positiveInt)
     .option('--raw-prompt', 'use the prompt verbatim (it must contain one <image>)')
     .option('--stop <text>', 'stop when the output contains this text (repeatable)', collect, [])
     .option('--json', 'print one JSON object with text, tokens and stats instead of streaming')
     .option('--report-neurons', 'with --json, list the core-neuron indices of every sparse layer');
   addPolicyFlags(command).action(async (o: RunOptions) => {
       const { policy, policyOptions } = policyFromFlags(o);
-      const vlm = await loadWithProgress(o.model ?? defaultModelDir(), o.threads, o.json === true);
+      const vlm = await loadWithProgress(o, o.json === true);
       const result = await vlm.generate({
         image: o.image,
         prompt: o.prompt,

@@ -5,32 +5,24 @@ import { CorematchingError } from '../io/errors.js';
 import { decodeImage } from '../io/image.js';
 import { renderTokenMap } from '../pipeline/token-map.js';
 import { createPolicy } from '../sparsity/create-policy.js';
-import { defaultModelDir } from './default-model.js';
-import { loadWithProgress } from './load-model.js';
-import { positiveInt } from './options.js';
+import { addModelFlags, loadWithProgress, type ModelFlags } from './load-model.js';
 import { addPolicyFlags, policyFromFlags, type PolicyFlags } from './policy-flags.js';
 
-interface VisualizeOptions extends PolicyFlags {
-  model?: string;
+interface VisualizeOptions extends PolicyFlags, ModelFlags {
   image: string;
   prompt: string;
   out: string;
-  threads?: number;
 }
 
 export function visualizeCommand(program: Command): void {
-  const command = program
-    .command('visualize')
-    .description('Draw the image with the kept image tokens highlighted, beside a heat map of the token scores.')
-    .option('--model <dir>', 'checkpoint folder (default: the shipped model)')
+  const command = addModelFlags(program.command('visualize').description('Draw the image with the kept image tokens highlighted, beside a heat map of the token scores.'), 'checkpoint folder (default: the shipped model)')
     .requiredOption('--image <file>', 'image file')
     .requiredOption('--prompt <text>', 'the question')
-    .requiredOption('--out <file>', 'output PNG')
-    .option('--threads <n>', 'ONNX Runtime threads', positiveInt);
+    .requiredOption('--out <file>', 'output PNG');
   addPolicyFlags(command, 'corematching').action(async (o: VisualizeOptions) => {
     const { policy: name, policyOptions } = policyFromFlags(o);
     if (name === 'dense' || name === 'corematching-neurons') throw new CorematchingError(`policy ${name} keeps every image token; visualize needs a token policy`);
-    const vlm = await loadWithProgress(o.model ?? defaultModelDir(), o.threads);
+    const vlm = await loadWithProgress(o);
     const c = vlm.config;
     const policy = createPolicy(name, policyOptions, c.text.numHiddenLayers);
     const image = await decodeImage(o.image);

@@ -76,6 +76,12 @@ export class GraphBuilder {
     return name;
   }
 
+  /** A tensor stored in the graph (e.g. a weight ONNX Runtime should pre-pack), from its raw little-endian bytes. */
+  initializer(name: string, dims: number[], elemType: ElemType, raw: Uint8Array): string {
+    this.initializers.push({ name, dims, dataType: DataType[elemType], rawData: raw });
+    return name;
+  }
+
   constFloat(values: number[], dims: number[] = []): string {
     const name = `c${this.counter++}`;
     const raw = Buffer.from(new Float32Array(values).buffer);
@@ -106,7 +112,11 @@ export class GraphBuilder {
     const model = ModelProto.create({
       irVersion: 8,
       producerName: 'corematching',
-      opsetImport: [{ domain: '', version: OPSET }],
+      opsetImport: [
+        { domain: '', version: OPSET },
+        // ONNX Runtime's contrib operators (quantized products)
+        { domain: 'com.microsoft', version: 1 },
+      ],
       graph: {
         name: this.name,
         node: this.nodes,

@@ -86,7 +86,7 @@ const root = protobuf.Root.fromJSON(schema);
 export const ModelProto = root.lookupType('onnx.ModelProto');
 
 /** ONNX TensorProto.DataType values used here. */
-export const DataType = { float: 1, int32: 6, int64: 7, bool: 9 } as const;
+export const DataType = { float: 1, uint8: 2, int8: 3, int32: 6, int64: 7, bool: 9 } as const;
 export type ElemType = keyof typeof DataType;
 
 /** AttributeProto.AttributeType values used here. */

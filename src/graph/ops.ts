@@ -3,11 +3,41 @@
  * (batch 1), so every projection is one Gemm with the Hugging Face [out, in] weight and transB.
  */
 import type { Activation } from '../io/model-config.js';
-import { float, type GraphBuilder } from './builder.js';
+import { float, type Dim, type GraphBuilder } from './builder.js';
 
 /** x @ w^T + b, with w in Hugging Face's [out, in] layout. */
 export function linear(g: GraphBuilder, x: string, w: string, b?: string): string {
   return g.op('Gemm', b === undefined ? [x, w] : [x, w, b], { transB: 1 });
+}
+
+/** How a model holds its linear weights: fp32, or int8 with one scale per output (quantize.ts). */
+export type WeightFormat = 'fp32' | 'int8';
+
+/**
+ * x @ W^T + b for the weight the graph takes as input `name`, declared in `format`: fp32 W as
+ * [out, in] (Hugging Face's layout; `transposed`: held as [in, out]), or int8 B = W^T [in, out]
+ * with scales `${name}_scale` [out], run by ONNX Runtime's DynamicQuantizeMatMul.
+ */
+export function weightedLinear(
+  g: GraphBuilder,
+  x: string,
+  name: string,
+  out: Dim,
+  inFeatures: Dim,
+  format: WeightFormat,
+  b?: string,
+  transposed = false,
+): string {
+  if (format === 'int8') {
+    const inputs = [x, g.input(name, [inFeatures, out], 'int8'), g.input(`${name}_scale`, [out])];
+    if (b !== undefined) inputs.push('', b);
+    return g.node('DynamicQuantizeMatMul', inputs, {}, 1, 'com.microsoft')[0]!;
+  }
+  if (transposed) {
+    const w = g.input(name, [inFeatures, out]);
+    return g.op('Gemm', b === undefined ? [x, w] : [x, w, b]);
+  }
+  return linear(g, x, g.input(name, [out, inFeatures]), b);
 }
 
 /**

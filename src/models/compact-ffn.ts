@@ -1,61 +1,89 @@
 /**
- * Compact FFN weights for a set of neurons: the neurons' rows of gate, up and (transposed) down.
- * Gathered once per request (after prefill) so each decode step reads only the core neurons' weights.
+ * Compact FFN weights for a set of neurons: the neurons' part of gate, up and (transposed) down,
+ * gathered once per request (after prefill) so each decode step reads only the core neurons'
+ * weights. Works on the layer's own feeds, in either weight format:
+ *
+ * - fp32: gate_up_w [2 ffn, hidden] and down_t [ffn, hidden]: a neuron is one row of each.
+ * - int8: gate_up_w [hidden, 2 ffn] with one scale per column, down_t [ffn, hidden] with one scale
+ *   per hidden column: a neuron is a column (and its scale) of the first and a row of the second,
+ *   so its int8 values are copied as they are, never re-quantized.
  */
-import type ort from 'onnxruntime-node';
-import { tensor } from '../graph/session.js';
+import ort from 'onnxruntime-node';
+import type { Feeds } from '../graph/session.js';
 
-/** A decoder layer's FFN as the graph takes it: [gate; up] rows and down_proj transposed. */
-export interface FfnWeights {
-  gateUp: ort.Tensor;
-  down: ort.Tensor;
-  gateUpBias?: ort.Tensor;
-}
-
-export interface DenseFfn {
-  /** Each [intermediate, hidden]: one row per neuron (down is down_proj transposed). */
-  gate: Float32Array;
-  up: Float32Array;
-  down: Float32Array;
-  gateBias?: Float32Array;
-  upBias?: Float32Array;
-}
+type Typed = Float32Array | Int8Array;
 
 /**
  * Buffers the compact weights of one layer live in, kept across requests: allocating fresh
  * matrices for every request costs more in page faults than gathering the rows does.
  */
 export class FfnWorkspace {
-  private gateUp = new Float32Array(0);
-  private down = new Float32Array(0);
+  private buffers = new Map<string, ArrayBuffer>();
 
-  /** A [2 rows, width] and a [rows, width] matrix (views into buffers reused while large enough). */
-  take(rows: number, width: number): [Float32Array, Float32Array] {
-    if (this.down.length < rows * width) {
-      this.gateUp = new Float32Array(2 * rows * width);
-      this.down = new Float32Array(rows * width);
-    }
-    return [this.gateUp.subarray(0, 2 * rows * width), this.down.subarray(0, rows * width)];
+  /** A typed array of `length` elements like `like`, a view into a buffer reused while large enough. */
+  take<T extends Typed>(key: string, like: T, length: number): T {
+    const bytes = length * like.BYTES_PER_ELEMENT;
+    let buffer = this.buffers.get(key);
+    if (buffer === undefined || buffer.byteLength < bytes) this.buffers.set(key, (buffer = new ArrayBuffer(bytes)));
+    return new (like.constructor as new (b: ArrayBuffer, o: number, n: number) => T)(buffer, 0, length);
   }
 }
 
-function gatherRowsInto(out: Float32Array, at: number, m: Float32Array, rows: readonly number[], width: number): void {
-  for (let j = 0; j < rows.length; j++) out.set(m.subarray(rows[j]! * width, (rows[j]! + 1) * width), at + j * width);
+const typeOf = (t: Typed): 'float32' | 'int8' => (t instanceof Int8Array ? 'int8' : 'float32');
+
+/** Rows `rows` of m [*, width] (and rows offset + rows, when `offset` is given) into out. */
+function gatherRows<T extends Typed>(out: T, m: T, rows: readonly number[], width: number, offset?: number): void {
+  rows.forEach((r, j) => out.set(m.subarray(r * width, (r + 1) * width), j * width));
+  if (offset !== undefined) rows.forEach((r, j) => out.set(m.subarray((offset + r) * width, (offset + r + 1) * width), (rows.length + j) * width));
 }
 
-export function compactFfn(dense: DenseFfn, neurons: readonly number[], hidden: number, workspace = new FfnWorkspace()): FfnWeights {
+/** Columns `cols` then offset + `cols` of m [rows, width] into out [rows, 2 cols.length]. */
+function gatherColumnPairs(out: Int8Array, m: Int8Array, rows: number, width: number, cols: readonly number[], offset: number): void {
+  const k = cols.length;
+  for (let r = 0; r < rows; r++) {
+    const from = r * width;
+    const to = r * 2 * k;
+    for (let j = 0; j < k; j++) {
+      out[to + j] = m[from + cols[j]!]!;
+      out[to + k + j] = m[from + offset + cols[j]!]!;
+    }
+  }
+}
+
+/**
+ * The FFN feeds of `layer` (its dense feeds: gate_up_w, down_t, their scales and gate_up_b) cut
+ * to `neurons` (ascending), in `workspace`: valid until its next use.
+ */
+export function compactFfn(layer: Feeds, neurons: readonly number[], ffn: number, hidden: number, workspace = new FfnWorkspace()): Feeds {
   // An empty core set (no neuron ever fired) contributes nothing: one neuron with a zeroed
   // down-projection row says exactly that without a zero-width tensor.
   const rows = neurons.length === 0 ? [0] : neurons;
   const k = rows.length;
-  const [gateUp, down] = workspace.take(k, hidden);
-  gatherRowsInto(gateUp, 0, dense.gate, rows, hidden);
-  gatherRowsInto(gateUp, k * hidden, dense.up, rows, hidden);
-  if (neurons.length === 0) down.fill(0);
-  else gatherRowsInto(down, 0, dense.down, rows, hidden);
-  const result: FfnWeights = { gateUp: tensor(gateUp, [2 * k, hidden]), down: tensor(down, [k, hidden]) };
-  if (dense.gateBias && dense.upBias) {
-    result.gateUpBias = tensor(Float32Array.from([...rows.map((n) => dense.gateBias![n]!), ...rows.map((n) => dense.upBias![n]!)]), [2 * k]);
+  const gateUpDense = layer.gate_up_w!.data as Typed;
+  const downDense = layer.down_t!.data as Typed;
+  const gateUp = workspace.take('gate_up', gateUpDense, 2 * k * hidden);
+  const down = workspace.take('down', downDense, k * hidden);
+  const feeds: Feeds = {};
+  if (gateUpDense instanceof Int8Array) {
+    gatherColumnPairs(gateUp as Int8Array, gateUpDense, hidden, 2 * ffn, rows, ffn);
+    const scales = layer.gate_up_w_scale!.data as Float32Array;
+    const compactScales = workspace.take('gate_up_scale', scales, 2 * k);
+    gatherRows(compactScales, scales, rows, 1, ffn);
+    feeds.gate_up_w = new ort.Tensor('int8', gateUp, [hidden, 2 * k]);
+    feeds.gate_up_w_scale = new ort.Tensor('float32', compactScales, [2 * k]);
+    feeds.down_t_scale = layer.down_t_scale!;
+  } else {
+    gatherRows(gateUp, gateUpDense, rows, hidden, ffn);
+    feeds.gate_up_w = new ort.Tensor('float32', gateUp, [2 * k, hidden]);
   }
-  return result;
+  if (neurons.length === 0) down.fill(0);
+  else gatherRows(down, downDense, rows, hidden);
+  feeds.down_t = new ort.Tensor(typeOf(downDense), down, [k, hidden]);
+  if (layer.gate_up_b) {
+    const bias = layer.gate_up_b.data as Float32Array;
+    const compactBias = workspace.take('gate_up_b', bias, 2 * k);
+    gatherRows(compactBias, bias, rows, 1, ffn);
+    feeds.gate_up_b = new ort.Tensor('float32', compactBias, [2 * k]);
+  }
+  return feeds;
 }

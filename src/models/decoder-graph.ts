@@ -9,7 +9,7 @@
  * slots `cache_mask` hides, beside causal scores among the new tokens.
  */
 import { GraphBuilder } from '../graph/builder.js';
-import { activation, linear, mergeHeads, rmsNorm, rotary, splitHeads } from '../graph/ops.js';
+import { activation, mergeHeads, rmsNorm, rotary, splitHeads, weightedLinear, type WeightFormat } from '../graph/ops.js';
 import type { TextConfig } from '../io/model-config.js';
 
 /** What a layer run may additionally return, for a sparsity policy. */
@@ -23,10 +23,11 @@ export interface TapRequest {
 export interface LayerGraphVariant extends TapRequest {
   /** Attends to a KV cache (false: the first tokens of a request, nothing cached yet). */
   withCache: boolean;
+  format: WeightFormat;
 }
 
 export function layerGraphKey(v: LayerGraphVariant): string {
-  return `layer:${v.withCache ? 'c' : ''}${v.ffnActivations ? 'a' : ''}${v.lastAttention ? 'p' : ''}`;
+  return `layer:${v.format}:${v.withCache ? 'c' : ''}${v.ffnActivations ? 'a' : ''}${v.lastAttention ? 'p' : ''}`;
 }
 
 export function buildLayerGraph(c: TextConfig, variant: LayerGraphVariant): Uint8Array {
@@ -47,7 +48,9 @@ export function buildLayerGraph(c: TextConfig, variant: LayerGraphVariant): Uint
   // over the weights instead of three, which is what a bandwidth-bound decode step pays for.
   const xn = rmsNorm(g, x, w('input_norm', [h]), c.rmsNormEps);
   const qkvRows = (nh + 2 * kvh) * hd;
-  const qkv = linear(g, xn, w('qkv_w', [qkvRows, h]), bias('qkv_b', qkvRows, c.qkvBias));
+  const proj = (x: string, name: string, out: number | string, inFeatures: number | string, b?: string, transposed = false) =>
+    weightedLinear(g, x, name, out, inFeatures, variant.format, b, transposed);
+  const qkv = proj(xn, 'qkv_w', qkvRows, h, bias('qkv_b', qkvRows, c.qkvBias));
   const [q, k, v] = g.node('Split', [qkv, g.constInt64([nh * hd, kvh * hd, kvh * hd])], { axis: 1 }, 3) as [string, string, string];
   const qr = g.op('Mul', [rotary(g, splitHeads(g, q, nh, hd), cos, sin), g.constFloat([1 / Math.sqrt(hd)])]);
   const newK = rotary(g, splitHeads(g, k, kvh, hd), cos, sin);
@@ -75,18 +78,16 @@ export function buildLayerGraph(c: TextConfig, variant: LayerGraphVariant): Uint
     context = g.op('MatMul', [probs, unsqueezed(newV)]);
   }
   const merged = mergeHeads(g, g.op('Reshape', [context, g.constInt64([nh, -1, hd])]), nh, hd);
-  const attnOut = linear(g, merged, w('o_w', [h, nh * hd]), bias('o_b', h, c.oBias));
+  const attnOut = proj(merged, 'o_w', h, nh * hd, bias('o_b', h, c.oBias));
   const afterAttn = g.op('Add', [x, attnOut]);
 
   const yn = rmsNorm(g, afterAttn, w('post_norm', [h]), c.rmsNormEps);
   // gate and up likewise: [gate; up] rows, 2 x ffn of them.
-  const gateUp = linear(g, yn, w('gate_up_w', ['ffn2', h]), bias('gate_up_b', 'ffn2', c.mlpBias));
+  const gateUp = proj(yn, 'gate_up_w', 'ffn2', h, bias('gate_up_b', 'ffn2', c.mlpBias));
   const [gate, up] = g.node('Split', [gateUp], { axis: 1, num_outputs: 2 }, 2) as [string, string];
   const act = g.op('Mul', [activation(g, gate, c.hiddenAct), up]);
   // down_proj is held transposed, [ffn, hidden], so a neuron's weights are one row of each matrix.
-  const downInputs = [act, w('down_t', ['ffn', h])];
-  if (c.mlpBias) downInputs.push(w('down_b', [h]));
-  const down = g.op('Gemm', downInputs);
+  const down = proj(act, 'down_t', h, 'ffn', bias('down_b', h, c.mlpBias), true);
   g.output('out', g.op('Add', [afterAttn, down]), ['seq', h]);
 
   if (variant.ffnActivations) g.output('ffn_act', act, ['seq', 'ffn']);
@@ -97,11 +98,11 @@ export function buildLayerGraph(c: TextConfig, variant: LayerGraphVariant): Uint
   return g.toBytes();
 }
 
-export function buildLmHeadGraph(c: TextConfig): Uint8Array {
+export function buildLmHeadGraph(c: TextConfig, format: WeightFormat): Uint8Array {
   const g = new GraphBuilder('lm_head');
   const x = g.input('x', ['rows', c.hiddenSize]);
   const norm = rmsNorm(g, x, g.input('norm', [c.hiddenSize]), c.rmsNormEps);
-  g.output('logits', linear(g, norm, g.input('lm_w', [c.vocabSize, c.hiddenSize])), ['rows', c.vocabSize]);
+  g.output('logits', weightedLinear(g, norm, 'lm_w', c.vocabSize, c.hiddenSize, format), ['rows', c.vocabSize]);
   return g.toBytes();
 }
 

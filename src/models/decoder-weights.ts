@@ -6,14 +6,15 @@
 import type ort from 'onnxruntime-node';
 import { tensor } from '../graph/session.js';
 import type { TextConfig } from '../io/model-config.js';
-import type { DenseFfn } from './compact-ffn.js';
-import { optionalWeight, weight, type WeightSource } from './weights.js';
+import type { WeightFormat } from '../graph/ops.js';
+import { dequantizeColumn, type Int8Weight } from './quantize.js';
+import { linearFeeds, optionalWeight, weight, type WeightSource } from './weights.js';
 
 /** One layer's feeds, by graph input name. */
 export type LayerWeights = Record<string, ort.Tensor>;
 
-/** Tensors of `rows[i]` x `width` (width 1: vectors) stacked row-wise into one [sum(rows), width] tensor. */
-function stacked(source: WeightSource, names: string[], rows: number[], width = 1): ort.Tensor {
+/** Tensors of `rows[i]` x `width` (width 1: vectors) stacked row-wise into one [sum(rows), width] matrix. */
+function stacked(source: WeightSource, names: string[], rows: number[], width = 1): Float32Array {
   const total = rows.reduce((a, b) => a + b, 0);
   const out = new Float32Array(total * width);
   let offset = 0;
@@ -21,7 +22,7 @@ function stacked(source: WeightSource, names: string[], rows: number[], width = 
     out.set(source.read(name, width === 1 ? [rows[i]!] : [rows[i]!, width]), offset);
     offset += rows[i]! * width;
   });
-  return tensor(out, width === 1 ? [total] : [total, width]);
+  return out;
 }
 
 /** [rows, cols] row-major -> [cols, rows], in cache-sized tiles. */
@@ -38,59 +39,62 @@ export function transpose(m: Float32Array, rows: number, cols: number): Float32A
   return out;
 }
 
-function loadLayer(source: WeightSource, p: string, c: TextConfig): LayerWeights {
+function loadLayer(source: WeightSource, p: string, c: TextConfig, format: WeightFormat): LayerWeights {
   const { hiddenSize: h, numAttentionHeads: nh, numKeyValueHeads: kvh, headDim: hd, intermediateSize: ffn } = c;
   const qkvRows = [nh * hd, kvh * hd, kvh * hd];
   const qkvNames = (kind: string) => ['q_proj', 'k_proj', 'v_proj'].map((n) => `${p}self_attn.${n}.${kind}`);
+  const gateUp = [`${p}mlp.gate_proj`, `${p}mlp.up_proj`];
   const entries: [string, ort.Tensor | undefined][] = [
     ['input_norm', weight(source, `${p}input_layernorm.weight`, [h])],
-    ['qkv_w', stacked(source, qkvNames('weight'), qkvRows, h)],
-    ['qkv_b', c.qkvBias ? stacked(source, qkvNames('bias'), qkvRows) : undefined],
-    ['o_w', weight(source, `${p}self_attn.o_proj.weight`, [h, nh * hd])],
+    ['qkv_b', c.qkvBias ? tensor(stacked(source, qkvNames('bias'), qkvRows), [nh * hd + 2 * kvh * hd]) : undefined],
     ['o_b', optionalWeight(source, `${p}self_attn.o_proj.bias`, [h], c.oBias)],
     ['post_norm', weight(source, `${p}post_attention_layernorm.weight`, [h])],
-    ['gate_up_w', stacked(source, [`${p}mlp.gate_proj.weight`, `${p}mlp.up_proj.weight`], [ffn, ffn], h)],
-    ['gate_up_b', c.mlpBias ? stacked(source, [`${p}mlp.gate_proj.bias`, `${p}mlp.up_proj.bias`], [ffn, ffn]) : undefined],
-    ['down_t', tensor(transpose(source.read(`${p}mlp.down_proj.weight`, [h, ffn]), h, ffn), [ffn, h])],
+    ['gate_up_b', c.mlpBias ? tensor(stacked(source, gateUp.map((n) => `${n}.bias`), [ffn, ffn]), [2 * ffn]) : undefined],
     ['down_b', optionalWeight(source, `${p}mlp.down_proj.bias`, [h], c.mlpBias)],
   ];
-  return Object.fromEntries(entries.filter((e): e is [string, ort.Tensor] => e[1] !== undefined));
+  return {
+    ...Object.fromEntries(entries.filter((e): e is [string, ort.Tensor] => e[1] !== undefined)),
+    ...linearFeeds('qkv_w', stacked(source, qkvNames('weight'), qkvRows, h), nh * hd + 2 * kvh * hd, h, format),
+    ...linearFeeds('o_w', source.read(`${p}self_attn.o_proj.weight`, [h, nh * hd]), h, nh * hd, format),
+    ...linearFeeds('gate_up_w', stacked(source, gateUp.map((n) => `${n}.weight`), [ffn, ffn], h), 2 * ffn, h, format),
+    ...linearFeeds('down_t', transpose(source.read(`${p}mlp.down_proj.weight`, [h, ffn]), h, ffn), h, ffn, format, true),
+  };
 }
+
+/** The token-embedding table: fp32 rows, or the int8 LM head's columns when they are tied. */
+type Embedding = { table: Float32Array } | { int8: Int8Weight };
 
 export class DecoderWeights {
   private constructor(
     readonly layers: readonly LayerWeights[],
-    /** [vocab, hidden]. */
-    readonly embedTable: Float32Array,
+    private readonly embedding: Embedding,
     readonly finalNorm: ort.Tensor,
-    readonly lmHead: ort.Tensor,
+    /** The LM head's feeds: lm_w (and lm_w_scale). */
+    readonly lmHead: LayerWeights,
   ) {}
 
   /** Loads weights under `prefix` (e.g. `model.language_model.`); `lmHeadName` unless tied. */
-  static load(source: WeightSource, prefix: string, lmHeadName: string, c: TextConfig, onLayer?: () => void): DecoderWeights {
+  static load(source: WeightSource, prefix: string, lmHeadName: string, c: TextConfig, format: WeightFormat, onLayer?: () => void): DecoderWeights {
     const layers: LayerWeights[] = [];
     for (let l = 0; l < c.numHiddenLayers; l++) {
-      layers.push(loadLayer(source, `${prefix}layers.${l}.`, c));
+      layers.push(loadLayer(source, `${prefix}layers.${l}.`, c, format));
       onLayer?.();
     }
-    const h = c.hiddenSize;
-    const embedTable = source.read(`${prefix}embed_tokens.weight`, [c.vocabSize, h]);
+    const [h, vocab] = [c.hiddenSize, c.vocabSize];
     const finalNorm = weight(source, `${prefix}norm.weight`, [h]);
-    const lmHead =
-      c.tieWordEmbeddings && !source.has(lmHeadName) ? tensor(embedTable, [c.vocabSize, h]) : weight(source, lmHeadName, [c.vocabSize, h]);
-    return new DecoderWeights(layers, embedTable, finalNorm, lmHead);
+    const embedTable = source.read(`${prefix}embed_tokens.weight`, [vocab, h]);
+    const tied = c.tieWordEmbeddings && !source.has(lmHeadName);
+    const lmHead = linearFeeds('lm_w', tied ? embedTable : source.read(lmHeadName, [vocab, h]), vocab, h, format);
+    // With int8 weights a tied embedding is read from the LM head's columns: no fp32 copy is kept.
+    const embedding: Embedding =
+      format === 'int8' && tied ? { int8: { values: lmHead.lm_w!, scales: lmHead.lm_w_scale! } } : { table: embedTable };
+    return new DecoderWeights(layers, embedding, finalNorm, lmHead);
   }
 
-  /** The dense FFN weights of a layer, each [intermediate, hidden] (down transposed). */
-  denseFfn(layer: number): DenseFfn {
-    const w = this.layers[layer]!;
-    const halves = (t: ort.Tensor) => {
-      const data = t.data as Float32Array;
-      return [data.subarray(0, data.length / 2), data.subarray(data.length / 2)] as const;
-    };
-    const [gate, up] = halves(w.gate_up_w!);
-    const dense: DenseFfn = { gate, up, down: w.down_t!.data as Float32Array };
-    if (w.gate_up_b) [dense.gateBias, dense.upBias] = halves(w.gate_up_b);
-    return dense;
+  /** Writes token `id`'s embedding, `hidden` values, at out[at ..]. */
+  embedInto(id: number, hidden: number, out: Float32Array, at: number): void {
+    const e = this.embedding;
+    if ('table' in e) out.set(e.table.subarray(id * hidden, (id + 1) * hidden), at);
+    else dequantizeColumn(e.int8, id, out, at);
   }
 }

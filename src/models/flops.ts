@@ -46,13 +46,16 @@ export function decodeStepFlops(t: TextConfig, cachedPerLayer: readonly number[]
   return cachedPerLayer.reduce((sum, past, l) => sum + decoderLayerFlops(t, 1, past, ffnWidths?.[l] ?? t.intermediateSize), 0) + lmHeadFlops(t);
 }
 
-/** fp32 bytes of weights one decode step reads (embedding row excluded, LM head included). */
-export function decodeWeightBytes(t: TextConfig, ffnWidths?: readonly number[]): number {
+/**
+ * Bytes of weights one decode step reads (embedding row excluded, LM head included), at
+ * `bytesPerWeight` (4 for fp32, 1 for int8: its per-channel scales are a rounding error).
+ */
+export function decodeWeightBytes(t: TextConfig, ffnWidths?: readonly number[], bytesPerWeight = 4): number {
   const q = t.numAttentionHeads * t.headDim;
   const kv = t.numKeyValueHeads * t.headDim;
   let params = t.hiddenSize * t.vocabSize + t.hiddenSize;
   for (let l = 0; l < t.numHiddenLayers; l++) {
     params += t.hiddenSize * (2 * q + 2 * kv) + 3 * t.hiddenSize * (ffnWidths?.[l] ?? t.intermediateSize) + 2 * t.hiddenSize;
   }
-  return 4 * params;
+  return bytesPerWeight * params;
 }

@@ -14,7 +14,8 @@ import type { RuntimeOptions } from '../graph/session.js';
 import { tensor, type Feeds } from '../graph/session.js';
 import { SessionCache } from '../graph/session-cache.js';
 import type { TextConfig } from '../io/model-config.js';
-import { compactFfn, FfnWorkspace, type FfnWeights } from './compact-ffn.js';
+import type { WeightFormat } from '../graph/ops.js';
+import { compactFfn, FfnWorkspace } from './compact-ffn.js';
 import { buildLayerGraph, buildLmHeadGraph, cacheMask, causalMask, layerGraphKey, type TapRequest } from './decoder-graph.js';
 import { DecoderWeights } from './decoder-weights.js';
 import { KvCache } from './kv-cache.js';
@@ -22,6 +23,9 @@ import { inverseFrequencies, ropeTables } from './rope.js';
 import type { WeightSource } from './weights.js';
 
 export type { TapRequest } from './decoder-graph.js';
+
+/** A layer's FFN inputs cut to its core neurons (compact-ffn.ts), fed instead of the dense ones. */
+export type FfnWeights = Feeds;
 
 /** What a layer returned for its taps. */
 export interface LayerTaps {
@@ -62,6 +66,7 @@ export class LlamaDecoder {
   private constructor(
     readonly config: TextConfig,
     private readonly weights: DecoderWeights,
+    readonly format: WeightFormat,
     runtime: RuntimeOptions,
   ) {
     this.sessions = new SessionCache(runtime);
@@ -69,8 +74,8 @@ export class LlamaDecoder {
   }
 
   /** Loads weights under `prefix` (e.g. `model.language_model.`); `lmHeadName` unless tied. */
-  static load(source: WeightSource, prefix: string, lmHeadName: string, c: TextConfig, runtime: RuntimeOptions, onLayer?: () => void): LlamaDecoder {
-    return new LlamaDecoder(c, DecoderWeights.load(source, prefix, lmHeadName, c, onLayer), runtime);
+  static load(source: WeightSource, prefix: string, lmHeadName: string, c: TextConfig, format: WeightFormat, runtime: RuntimeOptions, onLayer?: () => void): LlamaDecoder {
+    return new LlamaDecoder(c, DecoderWeights.load(source, prefix, lmHeadName, c, format, onLayer), format, runtime);
   }
 
   /** An empty KV cache for this decoder holding up to `capacity` tokens per layer. */
@@ -83,9 +88,8 @@ export class LlamaDecoder {
   /** Token embeddings, [ids.length, hidden]. */
   embed(ids: readonly number[]): Float32Array {
     const h = this.config.hiddenSize;
-    const table = this.weights.embedTable;
     const out = new Float32Array(ids.length * h);
-    ids.forEach((id, i) => out.set(table.subarray(id * h, (id + 1) * h), i * h));
+    ids.forEach((id, i) => this.weights.embedInto(id, h, out, i * h));
     return out;
   }
 
@@ -121,9 +125,9 @@ export class LlamaDecoder {
 
   /** Final norm and LM head over `rows` hidden states, [rows, vocab]. */
   async logits(hidden: Float32Array, rows: number): Promise<Float32Array> {
-    const session = await this.sessions.get('head', () => buildLmHeadGraph(this.config));
+    const session = await this.sessions.get('head', () => buildLmHeadGraph(this.config, this.format));
     const { finalNorm, lmHead } = this.weights;
-    const [logits] = await session.runFloat({ x: tensor(hidden, [rows, this.config.hiddenSize]), norm: finalNorm, lm_w: lmHead }, ['logits']);
+    const [logits] = await session.runFloat({ ...lmHead, x: tensor(hidden, [rows, this.config.hiddenSize]), norm: finalNorm }, ['logits']);
     return logits!;
   }
 
@@ -133,7 +137,7 @@ export class LlamaDecoder {
    */
   compactFfn(layer: number, neurons: readonly number[]): FfnWeights {
     const workspace = (this.workspaces[layer] ??= new FfnWorkspace());
-    return compactFfn(this.weights.denseFfn(layer), neurons, this.config.hiddenSize, workspace);
+    return compactFfn(this.weights.layers[layer]!, neurons, this.config.intermediateSize, this.config.hiddenSize, workspace);
   }
 
   release(): Promise<void> {
@@ -152,12 +156,12 @@ export class LlamaDecoder {
     const c = this.config;
     const seq = positions.length;
     const past = cache.length(layer);
-    const variant = { withCache: past > 0, ...taps };
+    const variant = { withCache: past > 0, format: this.format, ...taps };
     const session = await this.sessions.get(layerGraphKey(variant), () => buildLayerGraph(c, variant));
     const rope = step.rope(positions);
     const feeds: Feeds = {
       ...this.weights.layers[layer],
-      ...(ffn === undefined ? {} : compactFeeds(ffn)),
+      ...ffn,
       x: tensor(hidden, [seq, c.hiddenSize]),
       cos: tensor(rope.cos, [seq, c.headDim]),
       sin: tensor(rope.sin, [seq, c.headDim]),
@@ -231,10 +235,4 @@ function filledColumns(probs: Float32Array, heads: number, capacity: number, pas
     out.set(probs.subarray(h * from + capacity, (h + 1) * from), h * (past + seq) + past);
   }
   return out;
-}
-
-function compactFeeds(ffn: FfnWeights): Feeds {
-  const feeds: Feeds = { gate_up_w: ffn.gateUp, down_t: ffn.down };
-  if (ffn.gateUpBias) feeds.gate_up_b = ffn.gateUpBias;
-  return feeds;
 }

@@ -2,6 +2,7 @@
  * LLaVA wiring: vision tower -> feature selection -> projector -> image features in the decoder's
  * embedding space. The decoder itself is driven by the pipeline's generation loop.
  */
+import type { WeightFormat } from '../graph/ops.js';
 import type { RuntimeOptions } from '../graph/session.js';
 import type { LlavaConfig } from '../io/model-config.js';
 import { LlamaDecoder } from './llama.js';
@@ -22,10 +23,11 @@ export class LlavaModel {
     readonly decoder: LlamaDecoder,
   ) {}
 
-  static async load(source: WeightSource, config: LlavaConfig, runtime: RuntimeOptions, onStep?: () => void): Promise<LlavaModel> {
+  /** Loads every part, its linear weights in `format` (quantized here when int8). */
+  static async load(source: WeightSource, config: LlavaConfig, format: WeightFormat, runtime: RuntimeOptions, onStep?: () => void): Promise<LlavaModel> {
     const layout = detectLayout(source);
     const layersNeeded = Math.max(...config.visionFeatureLayers);
-    const vision = await VisionTower.load(source, layout.vision, config.vision, layersNeeded, runtime, onStep);
+    const vision = await VisionTower.load(source, layout.vision, config.vision, layersNeeded, format, runtime, onStep);
     const projector = await Projector.load(
       source,
       layout.projector,
@@ -33,9 +35,10 @@ export class LlavaModel {
       config.text.hiddenSize,
       config.projectorHiddenAct,
       config.projectorBias,
+      format,
       runtime,
     );
-    const decoder = LlamaDecoder.load(source, layout.language, layout.lmHead, config.text, runtime, onStep);
+    const decoder = LlamaDecoder.load(source, layout.language, layout.lmHead, config.text, format, runtime, onStep);
     return new LlavaModel(config, vision, projector, decoder);
   }
 

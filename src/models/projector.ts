@@ -1,10 +1,10 @@
 /** LLaVA's multi-modal projector: linear_1 -> activation -> linear_2. */
 import type ort from 'onnxruntime-node';
 import { GraphBuilder } from '../graph/builder.js';
-import { activation, linear } from '../graph/ops.js';
+import { activation, weightedLinear, type WeightFormat } from '../graph/ops.js';
 import { GraphSession, tensor, type RuntimeOptions } from '../graph/session.js';
 import type { Activation } from '../io/model-config.js';
-import { weight, type WeightSource } from './weights.js';
+import { linearFeeds, weight, type WeightSource } from './weights.js';
 
 export class Projector {
   private constructor(
@@ -14,15 +14,24 @@ export class Projector {
     readonly outputSize: number,
   ) {}
 
-  static async load(source: WeightSource, prefix: string, inputSize: number, outputSize: number, act: Activation, bias: boolean, runtime: RuntimeOptions): Promise<Projector> {
+  static async load(
+    source: WeightSource,
+    prefix: string,
+    inputSize: number,
+    outputSize: number,
+    act: Activation,
+    bias: boolean,
+    format: WeightFormat,
+    runtime: RuntimeOptions,
+  ): Promise<Projector> {
     const g = new GraphBuilder('projector');
     const x = g.input('x', ['tokens', inputSize]);
     const b = (name: string, size: number) => (bias ? g.input(name, [size]) : undefined);
-    const hidden = activation(g, linear(g, x, g.input('w1', [outputSize, inputSize]), b('b1', outputSize)), act);
-    g.output('out', linear(g, hidden, g.input('w2', [outputSize, outputSize]), b('b2', outputSize)), ['tokens', outputSize]);
+    const hidden = activation(g, weightedLinear(g, x, 'w1', outputSize, inputSize, format, b('b1', outputSize)), act);
+    g.output('out', weightedLinear(g, hidden, 'w2', outputSize, outputSize, format, b('b2', outputSize)), ['tokens', outputSize]);
     const weights: Record<string, ort.Tensor> = {
-      w1: weight(source, `${prefix}linear_1.weight`, [outputSize, inputSize]),
-      w2: weight(source, `${prefix}linear_2.weight`, [outputSize, outputSize]),
+      ...linearFeeds('w1', source.read(`${prefix}linear_1.weight`, [outputSize, inputSize]), outputSize, inputSize, format),
+      ...linearFeeds('w2', source.read(`${prefix}linear_2.weight`, [outputSize, outputSize]), outputSize, outputSize, format),
     };
     if (bias) {
       weights.b1 = weight(source, `${prefix}linear_1.bias`, [outputSize]);

@@ -5,11 +5,11 @@
  */
 import type ort from 'onnxruntime-node';
 import { GraphBuilder } from '../graph/builder.js';
-import { activation, layerNorm, linear, mergeHeads, splitHeads } from '../graph/ops.js';
+import { activation, layerNorm, mergeHeads, splitHeads, weightedLinear, type WeightFormat } from '../graph/ops.js';
 import { GraphSession, tensor, type RuntimeOptions } from '../graph/session.js';
 import { CorematchingError } from '../io/errors.js';
 import type { VisionConfig } from '../io/model-config.js';
-import { weight, type WeightSource } from './weights.js';
+import { linearFeeds, weight, type WeightSource } from './weights.js';
 
 type Weights = Record<string, ort.Tensor>;
 
@@ -39,22 +39,24 @@ function buildEmbeddingGraph(c: VisionConfig): Uint8Array {
   return g.toBytes();
 }
 
-function buildLayerGraph(c: VisionConfig): Uint8Array {
+function buildLayerGraph(c: VisionConfig, format: WeightFormat): Uint8Array {
   const g = new GraphBuilder('vision_layer');
   const { hiddenSize: hid, numAttentionHeads: nh, intermediateSize: ffn } = c;
   const hd = hid / nh;
   const w = (name: string, shape: number[]) => g.input(name, shape);
+  /** x @ W^T + b for the weight `short`_w [out, in] and its bias `short`_b. */
+  const linear = (x: string, short: string, out: number, inFeatures: number) => weightedLinear(g, x, `${short}_w`, out, inFeatures, format, w(`${short}_b`, [out]));
   const x = g.input('x', ['seq', hid]);
   const xn = layerNorm(g, x, w('ln1_w', [hid]), w('ln1_b', [hid]), c.layerNormEps);
-  const q = g.op('Mul', [splitHeads(g, linear(g, xn, w('q_w', [hid, hid]), w('q_b', [hid])), nh, hd), g.constFloat([1 / Math.sqrt(hd)])]);
-  const kFlat = linear(g, xn, w('k_w', [hid, hid]), w('k_b', [hid]));
+  const q = g.op('Mul', [splitHeads(g, linear(xn, 'q', hid, hid), nh, hd), g.constFloat([1 / Math.sqrt(hd)])]);
+  const kFlat = linear(xn, 'k', hid, hid);
   const kT = g.op('Transpose', [g.op('Reshape', [kFlat, g.constInt64([-1, nh, hd])])], { perm: [1, 2, 0] });
-  const v = splitHeads(g, linear(g, xn, w('v_w', [hid, hid]), w('v_b', [hid])), nh, hd);
+  const v = splitHeads(g, linear(xn, 'v', hid, hid), nh, hd);
   const probs = g.op('Softmax', [g.op('MatMul', [q, kT])], { axis: -1 });
-  const attn = linear(g, mergeHeads(g, g.op('MatMul', [probs, v]), nh, hd), w('o_w', [hid, hid]), w('o_b', [hid]));
+  const attn = linear(mergeHeads(g, g.op('MatMul', [probs, v]), nh, hd), 'o', hid, hid);
   const h = g.op('Add', [x, attn]);
   const hn = layerNorm(g, h, w('ln2_w', [hid]), w('ln2_b', [hid]), c.layerNormEps);
-  const mlp = linear(g, activation(g, linear(g, hn, w('fc1_w', [ffn, hid]), w('fc1_b', [ffn])), c.hiddenAct), w('fc2_w', [hid, ffn]), w('fc2_b', [hid]));
+  const mlp = linear(activation(g, linear(hn, 'fc1', ffn, hid), c.hiddenAct), 'fc2', hid, ffn);
   g.output('out', g.op('Add', [h, mlp]), ['seq', hid]);
   return g.toBytes();
 }
@@ -69,7 +71,15 @@ export class VisionTower {
   ) {}
 
   /** Loads the layers up to the deepest one a feature layer needs; `prefix` leads to `embeddings.`. */
-  static async load(source: WeightSource, prefix: string, c: VisionConfig, layersNeeded: number, runtime: RuntimeOptions, onLayer?: () => void): Promise<VisionTower> {
+  static async load(
+    source: WeightSource,
+    prefix: string,
+    c: VisionConfig,
+    layersNeeded: number,
+    format: WeightFormat,
+    runtime: RuntimeOptions,
+    onLayer?: () => void,
+  ): Promise<VisionTower> {
     const { hiddenSize: hid, numChannels: ch, patchSize: p, intermediateSize: ffn } = c;
     const e = `${prefix}embeddings.`;
     const emb: Weights = {
@@ -98,7 +108,8 @@ export class VisionTower {
         ['fc2', 'mlp.fc2', [hid, ffn]],
       ];
       for (const [short, name, shape] of pairs) {
-        lw[`${short}_w`] = weight(source, `${lp}${name}.weight`, shape);
+        if (shape.length === 1) lw[`${short}_w`] = weight(source, `${lp}${name}.weight`, shape);
+        else Object.assign(lw, linearFeeds(`${short}_w`, source.read(`${lp}${name}.weight`, shape), shape[0]!, shape[1]!, format));
         lw[`${short}_b`] = weight(source, `${lp}${name}.bias`, [shape[0]!]);
       }
       layers.push(lw);
@@ -106,7 +117,7 @@ export class VisionTower {
     }
     const [embeddingSession, layerSession] = await Promise.all([
       GraphSession.create(buildEmbeddingGraph(c), runtime),
-      GraphSession.create(buildLayerGraph(c), runtime),
+      GraphSession.create(buildLayerGraph(c, format), runtime),
     ]);
     return new VisionTower(c, emb, layers, embeddingSession, layerSession);
   }

@@ -3,8 +3,10 @@
  * Also the two key layouts LLaVA checkpoints use in the wild.
  */
 import ort from 'onnxruntime-node';
+import type { WeightFormat } from '../graph/ops.js';
 import { CorematchingError } from '../io/errors.js';
 import { tensor } from '../graph/session.js';
+import { quantizeColumns, quantizeLinear } from './quantize.js';
 
 export interface WeightSource {
   readonly dir: string;
@@ -54,4 +56,14 @@ export function weight(source: WeightSource, name: string, shape: number[]): ort
 /** Reads an optional bias: present when the config says so, absent otherwise. */
 export function optionalWeight(source: WeightSource, name: string, shape: number[], present: boolean): ort.Tensor | undefined {
   return present ? weight(source, name, shape) : undefined;
+}
+
+/**
+ * The feeds of one linear weight for `weightedLinear` (graph/ops.ts): fp32 W [out, in] (or, with
+ * `transposed`, `w` already [in, out]), or int8 B = W^T [in, out] with `${key}_scale`.
+ */
+export function linearFeeds(key: string, w: Float32Array, out: number, inFeatures: number, format: WeightFormat, transposed = false): Record<string, ort.Tensor> {
+  if (format === 'fp32') return { [key]: tensor(w, transposed ? [inFeatures, out] : [out, inFeatures]) };
+  const q = transposed ? quantizeColumns(w, inFeatures, out) : quantizeLinear(w, out, inFeatures);
+  return { [key]: q.values, [`${key}_scale`]: q.scales };
 }

@@ -3,9 +3,8 @@
  * around each layer, gather the policy's core-neuron FFNs once, then decode token by token with
  * the KV cache, streaming text as it becomes printable.
  */
-import type { FfnWeights } from '../models/compact-ffn.js';
 import type { KvCache } from '../models/kv-cache.js';
-import type { LlamaDecoder } from '../models/llama.js';
+import type { FfnWeights, LlamaDecoder } from '../models/llama.js';
 import type { SparsityPolicy } from '../sparsity/policy.js';
 import { policyHooks } from './policy-hooks.js';
 import { TokenSampler, type SamplingOptions } from './sampling.js';

@@ -5,6 +5,7 @@
  *   const { text, stats } = await vlm.generate({ image: 'cat.png', prompt: 'What is this?' });
  */
 import os from 'node:os';
+import type { WeightFormat } from '../graph/ops.js';
 import { Checkpoint } from '../io/checkpoint.js';
 import { loadLlavaConfig } from '../io/config.js';
 import { CorematchingError } from '../io/errors.js';
@@ -24,6 +25,12 @@ import { validateSampling, type SamplingOptions } from './sampling.js';
 export interface LoadOptions {
   /** ONNX Runtime intra-op threads (default: the number of CPU cores). */
   threads?: number;
+  /**
+   * How linear weights are held and multiplied (default fp32): 'int8' quantizes every linear
+   * layer of the vision tower, projector and decoder, and the LM head, at load time (one scale per
+   * output channel) and runs them with ONNX Runtime's int8 products.
+   */
+  weights?: WeightFormat;
   /** Called as weights load: (done, total) steps. */
   onProgress?: (done: number, total: number) => void;
 }
@@ -66,6 +73,13 @@ export interface GenerateResult {
   sparsity: SparsityReport & { flops: PhaseFlops; denseFlops: PhaseFlops };
 }
 
+export const WEIGHT_FORMATS: readonly WeightFormat[] = ['fp32', 'int8'];
+
+function weightFormat(format: unknown = 'fp32'): WeightFormat {
+  if (!WEIGHT_FORMATS.includes(format as WeightFormat)) throw new CorematchingError(`weights must be one of ${WEIGHT_FORMATS.join(', ')}, got ${JSON.stringify(format)}`);
+  return format as WeightFormat;
+}
+
 const isRgbImage = (x: unknown): x is RgbImage => typeof x === 'object' && x !== null && 'data' in x && 'width' in x;
 
 export class VisionLanguageModel {
@@ -92,7 +106,7 @@ export class VisionLanguageModel {
     options.onProgress?.(0, total);
     const runtime = { threads: options.threads ?? os.availableParallelism() };
     try {
-      const model = await LlavaModel.load(checkpoint, config, runtime, () => options.onProgress?.(++done, total));
+      const model = await LlavaModel.load(checkpoint, config, weightFormat(options.weights), runtime, () => options.onProgress?.(++done, total));
       return new VisionLanguageModel(config, model, processor, generationConfig);
     } finally {
       checkpoint.close();
