@@ -120,11 +120,12 @@ const o = program.opts<{
   weights: string;
   denseOnly?: boolean;
   pytorch: boolean;
-  llamaCpp: string | boolean;
+  /** A folder, false for --no-llama-cpp, undefined for the default folder. */
+  llamaCpp?: string | boolean;
   out: string;
 }>();
 const formats = o.weights.split(',') as WeightFormat[];
-const ggufDir = typeof o.llamaCpp === 'string' ? o.llamaCpp : o.llamaCpp ? `${o.model.replace(/\/$/, '')}-gguf` : null;
+const ggufDir = o.llamaCpp === false ? null : typeof o.llamaCpp === 'string' ? o.llamaCpp : `${o.model.replace(/\/$/, '')}-gguf`;
 /** The llama.cpp file compared with each of this engine's formats (same bit width). */
 const GGUF_OF: Record<WeightFormat, string> = { fp32: 'f32', int8: 'q8_0' };
 const GGUF_KINDS = ['f32', 'q8_0', 'q4_0'];

@@ -4,8 +4,8 @@
 llama.cpp's convert_hf_to_gguf.py turns the LLaVA folder into a `llama` GGUF, so the decoder is
 first rewritten as a plain Qwen2ForCausalLM folder (its weights unchanged, in f32), then
 converted to f32 GGUF and quantized to q8_0 and q4_0 (Q4_K_M mostly falls back to q5_0 on
-896-wide tensors, so q4_0 is the 4-bit row). Needs bench/build_llama_cpp.sh first and `pip install sentencepiece` (the converter imports it
-before falling back to the GPT-2-style tokenizer.json). Resumable:
+896-wide tensors, so q4_0 is the 4-bit row). Needs bench/build_llama_cpp.sh first, and scripts/requirements.txt (its sentencepiece: the
+converter imports it before falling back to the GPT-2-style tokenizer.json). Resumable:
 files that exist are kept.
 
     python bench/make_llama_cpp_models.py [--model bench/models/llava-qwen-0.5b-shape]

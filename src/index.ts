@@ -1,5 +1,6 @@
 /** The corematching library: load a LLaVA checkpoint folder once, generate many times. */
-export { VisionLanguageModel } from './pipeline/vision-language-model.js';
+export { VisionLanguageModel, WEIGHT_FORMATS } from './pipeline/vision-language-model.js';
+export type { WeightFormat } from './graph/ops.js';
 export { LlavaProcessor, LLAVA_15_TEMPLATE } from './pipeline/processor.js';
 export type { GenerateOptions, GenerateResult, LoadOptions, PhaseFlops } from './pipeline/vision-language-model.js';
 export type { GenerationStats } from './pipeline/generation-loop.js';
