@@ -13,6 +13,7 @@ import * as path from 'node:path';
 import { Template } from '@huggingface/jinja';
 import { CorematchingError } from './errors.js';
 import { readOptionalJsonObject } from './json-file.js';
+import { readRegularTextFile } from './regular-file.js';
 import { readTokenizerConfig, specialTokensMap } from './tokenizer.js';
 
 export interface ChatTemplate {
@@ -60,7 +61,7 @@ export function findProcessorChatTemplate(dir: string): ChatTemplate | null {
   }
 
   for (const file of [path.join(dir, 'chat_template.jinja'), path.join(dir, 'chat_templates', 'default.jinja')]) {
-    if (fs.existsSync(file)) return { template: fs.readFileSync(file, 'utf8'), file };
+    if (fs.existsSync(file)) return { template: readRegularTextFile(file, 'chat template'), file };
   }
   const extraDir = path.join(dir, 'chat_templates');
   if (fs.existsSync(extraDir) && fs.readdirSync(extraDir).some((f) => f.endsWith('.jinja'))) {

@@ -78,7 +78,12 @@ export class Checkpoint {
         }
         let file = shards.get(shard);
         if (file === undefined) {
-          const shardPath = path.join(dir, shard);
+          const shardPath = path.resolve(dir, shard);
+          // A shard outside the folder would load weights the folder does not hold.
+          const inside = path.relative(dir, shardPath);
+          if (path.isAbsolute(shard) || inside === '..' || inside.startsWith(`..${path.sep}`)) {
+            throw new CorematchingError(`shard ${JSON.stringify(shard)} (listed for tensor ${name}) is outside the checkpoint folder; expected a file name inside it`, indexPath);
+          }
           if (!fs.existsSync(shardPath)) {
             throw new CorematchingError(`shard ${shard} (listed for tensor ${name}) does not exist`, indexPath);
           }

@@ -5,6 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { CorematchingError } from './errors.js';
+import { readRegularTextFile } from './regular-file.js';
 
 export interface EvalItem {
   /** Absolute image path. */
@@ -18,7 +19,7 @@ export function readEvalSet(dir: string): EvalItem[] {
   const file = path.join(path.resolve(dir), 'questions.jsonl');
   if (!fs.existsSync(file)) throw new CorematchingError('file not found; an evaluation set is a folder with questions.jsonl and its images', file);
   const items: EvalItem[] = [];
-  fs.readFileSync(file, 'utf8')
+  readRegularTextFile(file, 'questions.jsonl')
     .split('\n')
     .forEach((line, i) => {
       if (line.trim() === '') return;

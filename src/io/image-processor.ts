@@ -5,9 +5,10 @@
  * then rescale and normalise with numpy's float64/float32 rounding. Both classes run the same
  * steps; they differ only in the defaults for fields the config leaves out.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { CorematchingError } from './errors.js';
+import { readRegularTextFile } from './regular-file.js';
 import type { RgbImage } from './image.js';
 import { BICUBIC, BILINEAR, NEAREST, pilResize, type Resample } from './pil-resize.js';
 
@@ -130,12 +131,13 @@ export class ImageProcessor {
     const combined = join(dir, 'processor_config.json');
     const useCombined = !existsSync(standalone) && existsSync(combined);
     const file = useCombined ? combined : standalone;
+    if (!existsSync(file)) throw new CorematchingError('file not found (nor an "image_processor" entry in processor_config.json)', file);
+    const text = readRegularTextFile(file, 'image processor config');
     let raw: unknown;
     try {
-      raw = JSON.parse(readFileSync(file, 'utf8'));
+      raw = JSON.parse(text);
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      throw new CorematchingError(code === 'ENOENT' ? 'file not found (nor an "image_processor" entry in processor_config.json)' : `not valid JSON (${(err as Error).message})`, file);
+      throw new CorematchingError(`not valid JSON (${(err as Error).message})`, file);
     }
     if (useCombined) raw = (raw as Record<string, unknown> | null)?.image_processor;
     if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {

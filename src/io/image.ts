@@ -5,9 +5,12 @@
  * palette, 16-bit RGB), WebP and ICC-tagged files; known to differ for CMYK JPEGs (PIL's naive
  * CMYK->RGB) and 16-bit greyscale PNGs (PIL clips I;16 to 255 instead of scaling).
  */
-import { readFile } from 'node:fs/promises';
 import sharp from 'sharp';
 import { CorematchingError } from './errors.js';
+import { IMAGE_FILE_LIMIT, readRegularFileBytes } from './regular-file.js';
+
+/** Largest image decoded (8192 x 8192): its RGB pixels take 192 MiB before resizing. */
+export const MAX_IMAGE_PIXELS = 8192 * 8192;
 
 export interface RgbImage {
   width: number;
@@ -25,12 +28,7 @@ export async function decodeImage(input: string | Uint8Array, label?: string): P
   const name = label ?? (typeof input === 'string' ? input : '<image bytes>');
   let bytes: Uint8Array;
   if (typeof input === 'string') {
-    try {
-      bytes = await readFile(input);
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      throw new CorematchingError(code === 'ENOENT' ? 'image file not found' : `cannot read image file (${code})`, name);
-    }
+    bytes = await readRegularFileBytes(input, 'image file', IMAGE_FILE_LIMIT);
   } else {
     bytes = input;
   }
@@ -39,7 +37,7 @@ export async function decodeImage(input: string | Uint8Array, label?: string): P
   try {
     // PIL ignores embedded ICC profiles, so sharp must not colour-manage either; toColourspace
     // ('srgb') turns grey into RGB and 16-bit samples into 8-bit.
-    const { data, info } = await sharp(bytes, { autoOrient: true, ignoreIcc: true })
+    const { data, info } = await sharp(bytes, { autoOrient: true, ignoreIcc: true, limitInputPixels: MAX_IMAGE_PIXELS })
       .removeAlpha()
       .toColourspace('srgb')
       .raw()
@@ -47,6 +45,8 @@ export async function decodeImage(input: string | Uint8Array, label?: string): P
     if (info.channels !== 3) throw new Error(`decoded to ${info.channels} channels`);
     return { width: info.width, height: info.height, data: new Uint8Array(data.buffer, data.byteOffset, data.length) };
   } catch (err) {
-    throw new CorematchingError(`not a readable image (${(err as Error).message}); expected JPEG, PNG, WebP or another format sharp decodes`, name);
+    const message = (err as Error).message;
+    if (/pixel limit/.test(message)) throw new CorematchingError(`image has more than ${MAX_IMAGE_PIXELS} pixels, the limit`, name);
+    throw new CorematchingError(`not a readable image (${message}); expected JPEG, PNG, WebP or another format sharp decodes`, name);
   }
 }

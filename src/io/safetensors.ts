@@ -9,6 +9,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { CorematchingError } from './errors.js';
+import { checkRegularFile } from './regular-file.js';
 
 // Typed-array views below read the file's little-endian bytes in host order.
 if (os.endianness() !== 'LE') {
@@ -47,6 +48,7 @@ export class SafetensorsFile {
 
   constructor(path: string) {
     this.path = path;
+    checkRegularFile(path, 'safetensors file');
     try {
       this.fd = fs.openSync(path, 'r');
     } catch (err) {

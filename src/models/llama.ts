@@ -13,6 +13,7 @@
 import type { RuntimeOptions } from '../graph/session.js';
 import { tensor, type Feeds } from '../graph/session.js';
 import { SessionCache } from '../graph/session-cache.js';
+import { CorematchingError } from '../io/errors.js';
 import type { TextConfig } from '../io/model-config.js';
 import type { WeightFormat } from '../graph/ops.js';
 import { compactFfn, FfnWorkspace } from './compact-ffn.js';
@@ -87,9 +88,15 @@ export class LlamaDecoder {
 
   /** Token embeddings, [ids.length, hidden]. */
   embed(ids: readonly number[]): Float32Array {
-    const h = this.config.hiddenSize;
+    const { hiddenSize: h, vocabSize } = this.config;
     const out = new Float32Array(ids.length * h);
-    ids.forEach((id, i) => this.weights.embedInto(id, h, out, i * h));
+    ids.forEach((id, i) => {
+      // transformers raises here too; a silent zero row would be a wrong answer.
+      if (!(Number.isInteger(id) && id >= 0 && id < vocabSize)) {
+        throw new CorematchingError(`token id ${id} at position ${i} is outside the embedding's ${vocabSize} rows`);
+      }
+      this.weights.embedInto(id, h, out, i * h);
+    });
     return out;
   }
 

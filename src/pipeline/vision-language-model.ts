@@ -80,7 +80,19 @@ function weightFormat(format: unknown = 'fp32'): WeightFormat {
   return format as WeightFormat;
 }
 
-const isRgbImage = (x: unknown): x is RgbImage => typeof x === 'object' && x !== null && 'data' in x && 'width' in x;
+const isRgbImage = (x: unknown): x is RgbImage => typeof x === 'object' && x !== null && !(x instanceof Uint8Array);
+
+/** The image argument is a path, encoded bytes, or well-formed RGB pixels. */
+function checkImageArgument(image: unknown): void {
+  if (typeof image === 'string' || image instanceof Uint8Array) return;
+  if (!isRgbImage(image)) throw new CorematchingError(`image must be a file path, encoded image bytes or {width, height, data}, got ${image === null ? 'null' : typeof image}`);
+  const { width, height, data } = image as Partial<RgbImage>;
+  const positive = (x: unknown) => Number.isSafeInteger(x) && (x as number) > 0;
+  if (!positive(width) || !positive(height)) throw new CorematchingError(`image width and height must be positive integers, got ${String(width)} x ${String(height)}`);
+  if (!(data instanceof Uint8Array) || data.length !== width! * height! * 3) {
+    throw new CorematchingError(`image data must be a Uint8Array of width x height x 3 = ${width! * height! * 3} RGB bytes, got ${data instanceof Uint8Array ? data.length : typeof data}`);
+  }
+}
 
 export class VisionLanguageModel {
   private queue: Promise<unknown> = Promise.resolve();
@@ -113,9 +125,12 @@ export class VisionLanguageModel {
     }
   }
 
+  private released = false;
+
   /** Frees the ONNX Runtime sessions; the model cannot generate afterwards. */
   release(): Promise<void> {
-    return this.model.release();
+    this.released = true;
+    return this.queue.then(() => this.model.release());
   }
 
   /** Generates; concurrent calls on one model run one after another (they share its sessions and workspaces). */
@@ -126,6 +141,8 @@ export class VisionLanguageModel {
   }
 
   private async generateNow(options: GenerateOptions): Promise<GenerateResult> {
+    if (this.released) throw new CorematchingError('generate() after release(): load the model again');
+    checkImageArgument(options.image);
     const maxNewTokens = options.maxNewTokens ?? this.generationConfig.maxNewTokens ?? 128;
     if (!Number.isInteger(maxNewTokens) || maxNewTokens < 1) throw new CorematchingError(`max new tokens must be a positive integer, got ${maxNewTokens}`);
     const sampling = this.sampling(options.sampling);
