@@ -108,3 +108,19 @@ test('without --model, run answers a scene question with the shipped model', () 
   assert.equal(r.status, 0, r.stderr);
   assert.equal(r.stdout.trim(), 'blue');
 });
+
+test('a command line longer than ONNX Runtime survives ends in an answer or a clean error', () => {
+  // 45k characters: ONNX Runtime 1.30 alone crashes (SIGSEGV) above ~28.9k.
+  const long = run('--model', model, '--image', photo, '--prompt', 'cat '.repeat(11_250), '--max-new-tokens', '1');
+  assert.equal(long.status, 1, long.stderr);
+  assert.match(long.stderr, /^error: the prompt is \d+ tokens .*context is \d+ tokens\n$/);
+  const answered = run('--model', model, '--image', photo, '--prompt', 'information '.repeat(1_500), '--max-new-tokens', '2', '--json');
+  assert.equal(answered.status, 0, answered.stderr);
+  assert.equal(JSON.parse(answered.stdout).tokens.length, 2);
+});
+
+test('--version prints the package version', () => {
+  const r = spawnSync(process.execPath, [cli, '--version'], { encoding: 'utf8' });
+  assert.equal(r.status, 0);
+  assert.equal(r.stdout.trim(), (JSON.parse(fs.readFileSync(fileURLToPath(new URL('../../package.json', import.meta.url)), 'utf8')) as { version: string }).version);
+});
