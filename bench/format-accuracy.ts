@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Command } from 'commander';
 import type { WeightFormat } from '../src/graph/ops.js';
-import { decodeImage, type RgbImage } from '../src/io/image.js';
+import { decodeImage } from '../src/io/image.js';
 import { SafetensorsFile } from '../src/io/safetensors.js';
 import { VisionLanguageModel, WEIGHT_FORMATS } from '../src/pipeline/vision-language-model.js';
 
@@ -41,14 +41,6 @@ const agreeing = (a: number[], b: number[]) => {
   return i < 0 ? a.length : i;
 };
 
-/** The last prompt position's logits, as generate's prefill computes them. */
-async function lastLogits(vlm: VisionLanguageModel, image: RgbImage, ids: number[]): Promise<Float32Array> {
-  const decoder = vlm.model.decoder;
-  const hidden = decoder.embed(ids);
-  hidden.set(await vlm.model.imageFeatures(vlm.processor.imageProcessor.preprocess(image).pixelValues), ids.indexOf(vlm.config.imageTokenIndex) * decoder.config.hiddenSize);
-  return (await decoder.forward(hidden, ids.map((_, i) => i), decoder.newCache(ids.length))).logits;
-}
-
 const files = fs.readdirSync(o.references).filter((f) => f.includes('__') && f.endsWith('.json'));
 const rows: { format: WeightFormat; reference: string; logitError: number; greedyAgreeing: number; greedyTokens: number }[] = [];
 for (const format of WEIGHT_FORMATS) {
@@ -61,7 +53,9 @@ for (const format of WEIGHT_FORMATS) {
     const image = await decodeImage(path.join('test/fixtures/photos', ref.photo));
     const ask = { image, prompt: ref.rawPrompt ? ref.prompt : ref.question!, rawPrompt: ref.rawPrompt, ignoreEos: true };
     const result = await vlm.generate({ ...ask, maxNewTokens: ref.greedyTokens.length });
-    rows.push({ format, reference: file, logitError: relativeL2(await lastLogits(vlm, image, result.promptTokens), tensors.read('last_logits')), greedyAgreeing: agreeing(result.tokens, ref.greedyTokens), greedyTokens: ref.greedyTokens.length });
+    const features = await vlm.model.imageFeatures(vlm.processor.imageProcessor.preprocess(image).pixelValues);
+    const logits = await vlm.model.lastPromptLogits(result.promptTokens, features, result.promptTokens.indexOf(vlm.config.imageTokenIndex));
+    rows.push({ format, reference: file, logitError: relativeL2(logits, tensors.read('last_logits')), greedyAgreeing: agreeing(result.tokens, ref.greedyTokens), greedyTokens: ref.greedyTokens.length });
     tensors.close();
   }
   for (const vlm of byModel.values()) await vlm.release();

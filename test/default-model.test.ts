@@ -9,7 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import { defaultModelDir } from '../src/cli/default-model.js';
 import { decodeImage, type RgbImage } from '../src/io/image.js';
 import { VisionLanguageModel } from '../src/pipeline/vision-language-model.js';
-import { fixturePath, lastPrefillLogits, relativeL2 } from './helpers.js';
+import { fixturePath, relativeL2 } from './helpers.js';
 
 interface Case {
   image: string;
@@ -47,7 +47,7 @@ describe('the shipped model (models/default) matches transformers', () => {
       assert.equal(result.text.trim(), c.answer);
 
       const features = await vlm.model.imageFeatures(vlm.processor.imageProcessor.preprocess(image).pixelValues);
-      const logits = await lastPrefillLogits(vlm, c.inputIds, features, c.inputIds.indexOf(vlm.model.config.imageTokenIndex));
+      const logits = await vlm.model.lastPromptLogits(c.inputIds, features, c.inputIds.indexOf(vlm.model.config.imageTokenIndex));
       const error = relativeL2(logits, c.lastLogits);
       assert.ok(error <= 1e-3, `last logits relative L2 ${error}`);
     });

@@ -5,7 +5,6 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CorematchingError } from '../src/io/errors.js';
-import type { VisionLanguageModel } from '../src/pipeline/vision-language-model.js';
 
 // Tests run from dist/test/; fixtures stay in the source tree.
 const root = fileURLToPath(new URL('../../', import.meta.url));
@@ -51,14 +50,4 @@ export function throwsWith(fn: () => unknown, ...fragments: string[]): void {
     for (const f of fragments) assert.ok(err.message.includes(f), `message "${err.message}" lacks "${f}"`);
     return true;
   });
-}
-
-/** Last-position logits of a prefill through the decoder generate uses, with the image
- * features written over the image tokens starting at `imageTokenStart`. */
-export async function lastPrefillLogits(vlm: VisionLanguageModel, inputIds: number[], features: Float32Array, imageTokenStart: number): Promise<Float32Array> {
-  const decoder = vlm.model.decoder;
-  const hidden = decoder.embed(inputIds);
-  hidden.set(features, imageTokenStart * decoder.config.hiddenSize);
-  const positions = inputIds.map((_, i) => i);
-  return (await decoder.forward(hidden, positions, decoder.newCache(inputIds.length))).logits;
 }

@@ -9,7 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import { decodeImage } from '../src/io/image.js';
 import { SafetensorsFile } from '../src/io/safetensors.js';
 import { VisionLanguageModel } from '../src/pipeline/vision-language-model.js';
-import { fixturePath, lastPrefillLogits, maxAbsDiff, relativeL2 } from './helpers.js';
+import { fixturePath, maxAbsDiff, relativeL2 } from './helpers.js';
 
 interface Reference {
   model: string;
@@ -62,7 +62,7 @@ for (const modelName of modelNames) {
         assert.equal(result.imageTokens, ref.imageTokens);
         assert.deepEqual(result.tokens, ref.greedyTokens, 'greedy tokens');
 
-        const logits = await lastPrefillLogits(vlm, ref.inputIds, features, ref.imageTokenStart);
+        const logits = await vlm.model.lastPromptLogits(ref.inputIds, features, ref.imageTokenStart);
         const logitError = relativeL2(logits, tensors.read('last_logits'));
         assert.ok(logitError <= 1e-3, `last logits relative L2 ${logitError}`);
         tensors.close();

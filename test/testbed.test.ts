@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { decodeImage } from '../src/io/image.js';
 import { SafetensorsFile } from '../src/io/safetensors.js';
 import { VisionLanguageModel } from '../src/pipeline/vision-language-model.js';
-import { fixturePath, lastPrefillLogits, relativeL2 } from './helpers.js';
+import { fixturePath, relativeL2 } from './helpers.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const dir = process.env.COREMATCHING_TESTBED ?? path.join(root, 'models', 'testbed');
@@ -48,7 +48,7 @@ describe('the testbed matches transformers', { skip: present ? false : `no testb
       assert.deepEqual(result.promptTokens, c.inputIds, 'prompt ids');
       assert.deepEqual(result.tokens, c.greedyTokens, 'greedy tokens');
       const pixels = vlm.processor.imageProcessor.preprocess(await decodeImage(fixturePath(c.image))).pixelValues;
-      const last = await lastPrefillLogits(vlm, c.inputIds, await vlm.model.imageFeatures(pixels), c.inputIds.indexOf(vlm.config.imageTokenIndex));
+      const last = await vlm.model.lastPromptLogits(c.inputIds, await vlm.model.imageFeatures(pixels), c.inputIds.indexOf(vlm.config.imageTokenIndex));
       const error = relativeL2(last, logits.read(`case${i}`));
       assert.ok(error <= 1e-3, `last logits relative L2 ${error}`);
     });

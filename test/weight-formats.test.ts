@@ -12,7 +12,7 @@ import { decodeImage } from '../src/io/image.js';
 import { SafetensorsFile } from '../src/io/safetensors.js';
 import { dequantizeColumn, quantizeColumns, quantizeLinear } from '../src/models/quantize.js';
 import { VisionLanguageModel } from '../src/pipeline/vision-language-model.js';
-import { fixturePath, lastPrefillLogits, relativeL2 } from './helpers.js';
+import { fixturePath, relativeL2 } from './helpers.js';
 
 describe('int8 quantization', () => {
   const [out, inFeatures] = [5, 7];
@@ -54,7 +54,7 @@ describe('int8 weights against transformers fp32', () => {
         const ref = JSON.parse(fs.readFileSync(path.join(dir, file), 'utf8')) as { photo: string; inputIds: number[]; imageTokenStart: number };
         const tensors = new SafetensorsFile(path.join(dir, file.replace(/\.json$/, '.safetensors')));
         const pixels = vlm.processor.imageProcessor.preprocess(await decodeImage(fixturePath('photos', ref.photo))).pixelValues;
-        const logits = await lastPrefillLogits(vlm, ref.inputIds, await vlm.model.imageFeatures(pixels), ref.imageTokenStart);
+        const logits = await vlm.model.lastPromptLogits(ref.inputIds, await vlm.model.imageFeatures(pixels), ref.imageTokenStart);
         const error = relativeL2(logits, tensors.read('last_logits'));
         tensors.close();
         // measured 2-11% on these random-weight models (bench:formats), against 5e-7 in fp32

@@ -51,6 +51,16 @@ export class LlavaModel {
     await Promise.all([this.vision.release(), this.projector.release(), this.decoder.release()]);
   }
 
+  /**
+   * The decoder's logits at the last position of a prompt (`ids`, image tokens included) whose
+   * image tokens, from `imageStart` on, carry `imageFeatures`: the prefill generate runs, dense.
+   */
+  async lastPromptLogits(ids: readonly number[], imageFeatures: Float32Array, imageStart: number): Promise<Float32Array> {
+    const hidden = this.decoder.embed(ids);
+    hidden.set(imageFeatures, imageStart * this.decoder.config.hiddenSize);
+    return (await this.decoder.forward(hidden, ids.map((_, i) => i), this.decoder.newCache(ids.length))).logits;
+  }
+
   /** pixel values [3, H, W] -> image features [imageTokenCount(config), text hidden]. */
   async imageFeatures(pixelValues: Float32Array): Promise<Float32Array> {
     const c = this.config;
