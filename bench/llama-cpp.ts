@@ -6,7 +6,7 @@
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 
-export const LLAMA_BENCH = path.join('bench', 'vendor', 'llama.cpp', 'build', 'bin', 'llama-bench');
+const LLAMA_BENCH = path.join('bench', 'vendor', 'llama.cpp', 'build', 'bin', 'llama-bench');
 
 export interface LlamaCppPhases {
   prefillS: number;

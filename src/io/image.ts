@@ -10,7 +10,7 @@ import { CorematchingError } from './errors.js';
 import { IMAGE_FILE_LIMIT, readRegularFileBytes } from './regular-file.js';
 
 /** Largest image decoded (8192 x 8192): its RGB pixels take 192 MiB before resizing. */
-export const MAX_IMAGE_PIXELS = 8192 * 8192;
+const MAX_IMAGE_PIXELS = 8192 * 8192;
 
 export interface RgbImage {
   width: number;

@@ -8,7 +8,7 @@ import { readFile } from 'node:fs/promises';
 import { CorematchingError } from './errors.js';
 
 /** Largest JSON or template file read whole (tokenizer.json files run to ~20 MB). */
-export const TEXT_FILE_LIMIT = 256 * 2 ** 20;
+const TEXT_FILE_LIMIT = 256 * 2 ** 20;
 /** Largest image file read whole. */
 export const IMAGE_FILE_LIMIT = 256 * 2 ** 20;
 

@@ -10,8 +10,7 @@
  * caller (the generation loop, on behalf of a sparsity policy) drop rows between layers and read
  * FFN activations and attention inside them; `ffns` swaps in compact core-neuron FFNs.
  */
-import type { RuntimeOptions } from '../graph/session.js';
-import { tensor, type Feeds } from '../graph/session.js';
+import { tensor, type Feeds, type RuntimeOptions } from '../graph/session.js';
 import { SessionCache } from '../graph/session-cache.js';
 import { CorematchingError } from '../io/errors.js';
 import type { TextConfig } from '../io/model-config.js';
@@ -22,8 +21,6 @@ import { DecoderWeights } from './decoder-weights.js';
 import { KvCache } from './kv-cache.js';
 import { inverseFrequencies, ropeTables } from './rope.js';
 import type { WeightSource } from './weights.js';
-
-export type { TapRequest } from './decoder-graph.js';
 
 /** A layer's FFN inputs cut to its core neurons (compact-ffn.ts), fed instead of the dense ones. */
 export type FfnWeights = Feeds;
