@@ -138,7 +138,7 @@ test('tokenizer_config templates are used only when they keep the image; otherwi
 });
 
 test('chat template errors name the file', () => {
-  throwsWith(() => renderLlavaPrompt(folderWith({ 'chat_template.jinja': '{% for %}' }), 'q', LLAVA_15), 'chat_template.jinja', 'failed to render');
+  throwsWith(() => renderLlavaPrompt(folderWith({ 'chat_template.jinja': '{% for %}' }), 'q', LLAVA_15), 'chat_template.jinja', 'failed to parse');
   throwsWith(
     () => renderLlavaPrompt(folderWith({ 'chat_template.jinja': "{{ raise_exception('only user turns') }}" }), 'q', LLAVA_15),
     'chat_template.jinja', 'only user turns',
@@ -150,6 +150,23 @@ test('chat template errors name the file', () => {
     () => renderLlavaPrompt(folderWith({ 'tokenizer_config.json': { chat_template: [{ name: 'rag', template: 'R' }] } }), 'q', LLAVA_15),
     'tokenizer_config.json', 'no template named "default"', '"rag"',
   );
+});
+
+test('chat template rendering is bounded in work and memory', () => {
+  const hostile = {
+    'a range of 100M items': '{% for i in range(100000000) %}x{% endfor %}',
+    'nested loops of 1e10 steps': '{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}',
+    'a string doubled in a loop': "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}",
+    'endless recursion': '{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}',
+  };
+  for (const [what, template] of Object.entries(hostile)) {
+    const started = performance.now();
+    throwsWith(() => renderLlavaPrompt(folderWith({ 'chat_template.jinja': template }), 'q', LLAVA_15), 'chat_template.jinja', 'failed to render');
+    assert.ok(performance.now() - started < 5000, `${what} took ${performance.now() - started} ms`);
+  }
+  // The bounded renderer keeps the library's globals.
+  const today = renderLlavaPrompt(folderWith({ 'chat_template.jinja': "<image>{{ strftime_now('%Y') }}{{ range(3) | join(',') }}{{ none is none }}" }), 'q', LLAVA_15);
+  assert.equal(today, `<image>${new Date().getFullYear()}0,1,2true`);
 });
 
 // Fixtures written by scripts/make_fixtures.py with transformers 5.23; skipped until they exist.

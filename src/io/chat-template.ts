@@ -10,7 +10,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Template } from '@huggingface/jinja';
+import { BoundedTemplate } from './bounded-template.js';
 import { CorematchingError } from './errors.js';
 import { readOptionalJsonObject } from './json-file.js';
 import { readRegularTextFile } from './regular-file.js';
@@ -78,7 +78,7 @@ function llavaConversation(question: string): unknown[] {
 /** A chat template compiled once, rendered with the variables transformers passes: the
  * conversation, the flags and the tokenizer's named special tokens (bos_token, eos_token, ...). */
 class CompiledTemplate {
-  private readonly template: Template;
+  private readonly template: BoundedTemplate;
   private readonly file: string;
 
   constructor(
@@ -87,9 +87,9 @@ class CompiledTemplate {
   ) {
     this.file = chat.file;
     try {
-      this.template = new Template(chat.template);
+      this.template = new BoundedTemplate(chat.template);
     } catch (err) {
-      throw new CorematchingError(`chat template failed to render: ${(err as Error).message}`, chat.file);
+      throw new CorematchingError(`chat template failed to parse: ${(err as Error).message}`, chat.file);
     }
   }
 
