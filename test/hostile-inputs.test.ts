@@ -89,3 +89,42 @@ describe('library arguments', () => {
     await rejectsWith(other.generate({ image: fixturePath('photos', 'coffee.png'), prompt: 'x' }), 'after release()');
   });
 });
+
+describe('degenerate image geometry and processor sizes', () => {
+  const source = fixturePath('models', 'clip-llama');
+  /** A copy of the fixture whose preprocessor_config.json has `changes` applied. */
+  function withProcessor(changes: Record<string, unknown>): string {
+    const dir = tempDir('cm-processor-');
+    for (const f of fs.readdirSync(source)) {
+      if (f !== 'preprocessor_config.json') fs.symlinkSync(path.join(source, f), path.join(dir, f));
+    }
+    const config = JSON.parse(fs.readFileSync(path.join(source, 'preprocessor_config.json'), 'utf8')) as Record<string, unknown>;
+    fs.writeFileSync(path.join(dir, 'preprocessor_config.json'), JSON.stringify({ ...config, ...changes }));
+    return dir;
+  }
+
+  test('sizes out of range or not matching the vision tower are refused at load', async () => {
+    const cases: [Record<string, unknown>, string][] = [
+      [{ size: { shortest_edge: 1e9 } }, 'sides 1..8192'],
+      [{ size: { shortest_edge: 0 } }, 'sides 1..8192'],
+      [{ crop_size: { height: 100000, width: 64 } }, 'sides 1..8192'],
+      [{ crop_size: { height: 32, width: 64 } }, "makes 32x64 images, but the vision tower's image_size is 64"],
+      [{ do_center_crop: false, size: { height: 8192, width: 8192 } }, "makes 8192x8192 images"],
+    ];
+    for (const [changes, fragment] of cases) {
+      await rejectsWith(VisionLanguageModel.load(withProcessor(changes), { threads: 1 }), 'preprocessor_config.json', fragment);
+    }
+  });
+
+  test('an extreme aspect ratio is refused before resizing allocates', async () => {
+    const vlm = await VisionLanguageModel.load(withProcessor({ size: { shortest_edge: 2048 } }), { threads: 1 });
+    try {
+      const started = performance.now();
+      const sliver = { width: 8192, height: 1, data: new Uint8Array(8192 * 3) };
+      await rejectsWith(vlm.generate({ image: sliver, prompt: 'x' }), '8192x1', 'less extreme aspect ratio');
+      assert.ok(performance.now() - started < 5000);
+    } finally {
+      await vlm.release();
+    }
+  });
+});

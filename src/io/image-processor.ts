@@ -9,7 +9,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { CorematchingError } from './errors.js';
 import { readRegularTextFile } from './regular-file.js';
-import type { RgbImage } from './image.js';
+import { MAX_IMAGE_PIXELS, type RgbImage } from './image.js';
 import { BICUBIC, BILINEAR, NEAREST, pilResize, type Resample } from './pil-resize.js';
 
 export interface PreprocessedImage {
@@ -84,7 +84,7 @@ class ConfigReader {
   cropSize(field: string): { height: number; width: number } {
     const v = this.required(field);
     if (isPositiveInt(v)) return { height: v, width: v };
-    return asHeightWidth(v) ?? this.fail(field, `must be {"height": int, "width": int}, got ${JSON.stringify(v)}`);
+    return asHeightWidth(v) ?? this.fail(field, `must be {"height": int, "width": int} with sides 1..${MAX_PROCESSOR_SIDE}, got ${JSON.stringify(v)}`);
   }
 
   /** `size`: {shortest_edge}, {height, width}, or a bare int meaning shortest_edge (default_to_square=False). */
@@ -95,7 +95,7 @@ class ConfigReader {
     if (typeof v === 'object' && isPositiveInt(d.shortest_edge) && Object.keys(d).length === 1) {
       return { shortestEdge: d.shortest_edge };
     }
-    return asHeightWidth(v) ?? this.fail(field, `must be {"shortest_edge": int} or {"height": int, "width": int}, got ${JSON.stringify(v)}`);
+    return asHeightWidth(v) ?? this.fail(field, `must be {"shortest_edge": int} or {"height": int, "width": int} with sides 1..${MAX_PROCESSOR_SIDE}, got ${JSON.stringify(v)}`);
   }
 
   resample(field: string, fallback: Resample): Resample {
@@ -112,12 +112,27 @@ function asHeightWidth(v: unknown): { height: number; width: number } | null {
   return isPositiveInt(d.height) && isPositiveInt(d.width) ? { height: d.height, width: d.width } : null;
 }
 
+/** Largest `size` or `crop_size` side a processor config may ask for. */
+const MAX_PROCESSOR_SIDE = 8192;
+
 function isPositiveInt(v: unknown): v is number {
-  return typeof v === 'number' && Number.isInteger(v) && v > 0;
+  return typeof v === 'number' && Number.isInteger(v) && v > 0 && v <= MAX_PROCESSOR_SIDE;
 }
 
 export class ImageProcessor {
-  private constructor(private readonly opts: Options) {}
+  private constructor(
+    private readonly opts: Options,
+    /** The config file it was read from, for error messages. */
+    readonly file: string,
+  ) {}
+
+  /** Height and width of every processed image, when the config fixes them (a crop or an exact
+   * resize); null when they follow each image's aspect ratio. */
+  get outputSize(): { height: number; width: number } | null {
+    const { resize, crop } = this.opts;
+    if (crop !== null) return crop;
+    return resize !== null && 'height' in resize ? resize : null;
+  }
 
   /**
    * Reads <dir>/preprocessor_config.json or, as transformers 5 saves it, the "image_processor"
@@ -161,7 +176,7 @@ export class ImageProcessor {
       crop: cfg.flag('do_center_crop', cls.doCenterCrop) ? cfg.cropSize('crop_size') : null,
       rescaleFactor: cfg.flag('do_rescale', true) ? cfg.positiveNumber('rescale_factor') : null,
       norm: cfg.flag('do_normalize', true) ? { mean: f32(cfg.perChannel('image_mean', false)), std: f32(cfg.perChannel('image_std', true)) } : null,
-    });
+    }, file);
   }
 
   /** The image as the model sees it before rescaling: resized and center-cropped, uint8 RGB. */
@@ -170,6 +185,7 @@ export class ImageProcessor {
     let img = image;
     if (resize !== null) {
       const [h, w] = outputSize(img, resize);
+      checkResizeBuffers(img, w, h);
       img = pilResize(img, w, h, resample);
     }
     if (crop === null) return img;
@@ -206,6 +222,18 @@ export class ImageProcessor {
       }
     }
     return { pixelValues: out, height, width };
+  }
+}
+
+/** Resizing runs two passes whose buffers are out x out, out.width x in.height or in.width x
+ * out.height pixels: an extreme aspect ratio would make them enormous. */
+function checkResizeBuffers(img: RgbImage, width: number, height: number): void {
+  const largest = Math.max(width * height, width * img.height, img.width * height);
+  if (largest > MAX_IMAGE_PIXELS) {
+    throw new CorematchingError(
+      `an image of ${img.width}x${img.height} pixels resizes to ${width}x${height}, whose resampling buffers would hold ${largest} pixels, ` +
+        `more than the limit of ${MAX_IMAGE_PIXELS}; use an image with a less extreme aspect ratio`,
+    );
   }
 }
 

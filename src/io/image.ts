@@ -9,8 +9,9 @@ import sharp from 'sharp';
 import { CorematchingError } from './errors.js';
 import { IMAGE_FILE_LIMIT, readRegularFileBytes } from './regular-file.js';
 
-/** Largest image decoded (8192 x 8192): its RGB pixels take 192 MiB before resizing. */
-const MAX_IMAGE_PIXELS = 8192 * 8192;
+/** Largest image decoded (8192 x 8192), and largest buffer resizing may derive from one: its RGB
+ * pixels take 192 MiB. */
+export const MAX_IMAGE_PIXELS = 8192 * 8192;
 
 export interface RgbImage {
   width: number;

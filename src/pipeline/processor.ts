@@ -29,6 +29,11 @@ export class LlavaProcessor {
   static load(config: LlavaConfig): LlavaProcessor {
     const tokenizer = TextTokenizer.load(config.dir);
     const imageProcessor = ImageProcessor.load(config.dir);
+    const size = imageProcessor.outputSize;
+    const side = config.vision.imageSize;
+    if (size !== null && (size.height !== side || size.width !== side)) {
+      throw new CorematchingError(`the image processor makes ${size.height}x${size.width} images, but the vision tower's image_size is ${side}`, imageProcessor.file);
+    }
     // One source for the placeholder: processor_config.json's image_token as transformers reads
     // it, else the token the model's image_token_index names; either way it must be that id.
     const imageToken = processorImageToken(config.dir) ?? tokenizer.idToToken(config.imageTokenIndex);
