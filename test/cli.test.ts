@@ -124,3 +124,14 @@ test('--version prints the package version', () => {
   assert.equal(r.status, 0);
   assert.equal(r.stdout.trim(), (JSON.parse(fs.readFileSync(fileURLToPath(new URL('../../package.json', import.meta.url)), 'utf8')) as { version: string }).version);
 });
+
+test('a run leaves no ONNX Runtime usage database or debug log behind', () => {
+  const home = tempDir('cm-home-');
+  const r = spawnSync(process.execPath, [cli, 'run', '--model', model, '--image', photo, '--prompt', 'x', '--max-new-tokens', '1'], {
+    encoding: 'utf8',
+    env: { ...process.env, HOME: home, ORT_DISABLE_TELEMETRY: undefined },
+  });
+  assert.equal(r.status, 0, r.stderr);
+  assert.deepEqual(fs.readdirSync(home), []);
+  assert.equal(fs.existsSync(`/tmp/mat-debug-${r.pid}.log`), false);
+});

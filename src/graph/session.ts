@@ -19,6 +19,10 @@ export class GraphSession {
   private constructor(private readonly session: ort.InferenceSession) {}
 
   static async create(model: Uint8Array, options: RuntimeOptions = {}): Promise<GraphSession> {
+    // ONNX Runtime 1.30 on Linux otherwise logs usage events to ~/.cache/Microsoft/DeveloperTools
+    // (and may upload them) and leaves an empty /tmp/mat-debug-<pid>.log; it reads this variable
+    // when its environment is made, at the first session. A user's own setting wins.
+    process.env.ORT_DISABLE_TELEMETRY ??= '1';
     const session = await ort.InferenceSession.create(model, {
       executionProviders: ['cpu'],
       graphOptimizationLevel: 'all',
