@@ -103,6 +103,7 @@ export class TextTokenizer {
       throw new CorematchingError('model.type is missing; expected a tokenizers serialisation with a model', file);
     }
     const cfg = readTokenizerConfig(abs);
+    checkAddedTokens(json.added_tokens, file);
     const added = mergeAddedTokens(json, cfg);
     // Mirrors transformers: clean-up is skipped for BPE models unless explicitly forced.
     const cleanUp =
@@ -118,16 +119,27 @@ export class TextTokenizer {
     return new TextTokenizer(abs, tokenizer, specialTokensMap(cfg), specialIds);
   }
 
+  /** The tokenizers library trusts the file's structure; a malformed part can surface only when
+   * text meets it, so its errors are reported as the file's. */
+  private guarded<T>(what: string, run: () => T): T {
+    try {
+      return run();
+    } catch (err) {
+      if (err instanceof CorematchingError) throw err;
+      throw new CorematchingError(`the tokenizer failed to ${what}: ${(err as Error).message}`, path.join(this.dir, 'tokenizer.json'));
+    }
+  }
+
   /** Ids as transformers' tokenizer(text) gives them; the post-processor adds BOS/EOS when asked. */
   encode(text: string, addSpecialTokens = true): number[] {
-    return this.tokenizer.encode(text, { add_special_tokens: addSpecialTokens }).ids;
+    return this.guarded('encode text', () => this.tokenizer.encode(text, { add_special_tokens: addSpecialTokens }).ids);
   }
 
   /** Ids with no token (the model's vocab can be padded past the tokenizer's) decode to nothing. */
   decode(ids: number[], skipSpecialTokens = true): string {
     const known = ids.filter((id) => this.tokenizer.id_to_token(id) !== undefined);
     if (known.length === 0) return '';
-    return this.tokenizer.decode(known, { skip_special_tokens: skipSpecialTokens });
+    return this.guarded('decode tokens', () => this.tokenizer.decode(known, { skip_special_tokens: skipSpecialTokens }));
   }
 
   tokenId(token: string): number | undefined {
@@ -154,6 +166,13 @@ export class TextTokenizer {
  * a new token takes its id from the base vocab if it is there, else the next free id; the id
  * written in added_tokens_decoder is not used.
  */
+/** added_tokens, when present, is a list of {id, content, ...} entries. */
+function checkAddedTokens(value: unknown, file: string): void {
+  if (value === undefined || value === null) return;
+  const ok = Array.isArray(value) && value.every((t: Json | null) => typeof t === 'object' && t !== null && Number.isSafeInteger(t.id) && (t.id as number) >= 0 && typeof t.content === 'string');
+  if (!ok) throw new CorematchingError('added_tokens must be a list of {"id": non-negative int, "content": string, ...}', file);
+}
+
 function mergeAddedTokens(json: Json, cfg: Json): AddedTokenJson[] {
   const defaults = { single_word: false, lstrip: false, rstrip: false, normalized: false, special: true };
   const added: AddedTokenJson[] = ((json.added_tokens as AddedTokenJson[] | undefined) ?? []).map((t) => ({ ...defaults, ...t }));

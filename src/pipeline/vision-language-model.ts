@@ -10,17 +10,19 @@ import { Checkpoint } from '../io/checkpoint.js';
 import { loadLlavaConfig } from '../io/config.js';
 import { CorematchingError } from '../io/errors.js';
 import { loadGenerationConfig, type GenerationConfig } from '../io/generation-config.js';
-import { decodeImage, type RgbImage } from '../io/image.js';
+import { decodeImage } from '../io/image.js';
 import type { LlavaConfig } from '../io/model-config.js';
 import type { KvCache } from '../models/kv-cache.js';
 import { LlavaModel } from '../models/llava.js';
 import { decodeStepFlops, prefillFlops, visionFlops } from '../models/flops.js';
-import { createPolicy, type PolicyName } from '../sparsity/create-policy.js';
-import type { PolicyOptions } from '../sparsity/options.js';
-import type { SparsityPolicy, SparsityReport } from '../sparsity/policy.js';
+import { createPolicy } from '../sparsity/create-policy.js';
+import type { SparsityReport } from '../sparsity/policy.js';
+import { checkGenerateOptions, isRgbImage, type GenerateOptions } from './generate-options.js';
 import { generateTokens, type GenerationStats, type LayerWork } from './generation-loop.js';
 import { LlavaProcessor } from './processor.js';
 import { validateSampling, type SamplingOptions } from './sampling.js';
+
+export type { GenerateOptions } from './generate-options.js';
 
 export interface LoadOptions {
   /** ONNX Runtime intra-op threads (default: the number of CPU cores). */
@@ -35,27 +37,6 @@ export interface LoadOptions {
   onProgress?: (done: number, total: number) => void;
 }
 
-export interface GenerateOptions {
-  /** A file path, encoded image bytes (JPEG/PNG/WebP), or decoded RGB pixels. */
-  image: string | Uint8Array | RgbImage;
-  /** The user's question, wrapped by the chat template; or, with rawPrompt, the whole prompt. */
-  prompt: string;
-  /** Use `prompt` verbatim; it must hold exactly one image placeholder. */
-  rawPrompt?: boolean;
-  maxNewTokens?: number;
-  /** Overrides the checkpoint's generation_config.json (do_sample, temperature, top_k, top_p), field by field. */
-  sampling?: SamplingOptions;
-  /** Keep generating through end-of-sequence tokens (benchmarks, reference comparisons). */
-  ignoreEos?: boolean;
-  /** Generation stops when the text contains one of these; the text is cut before it. */
-  stopStrings?: string[];
-  /** Receives each piece of text as soon as it is printable, with the token id that completed it. */
-  onText?: (text: string, tokenId: number) => void;
-  /** A policy name (default 'dense') or a policy object; a fresh object per call. */
-  policy?: PolicyName | SparsityPolicy;
-  /** Options of a policy given by name (rho, beta, tokenLayer, budget, ...). */
-  policyOptions?: Partial<PolicyOptions>;
-}
 
 export interface PhaseFlops {
   vision: number;
@@ -78,20 +59,6 @@ export const WEIGHT_FORMATS: readonly WeightFormat[] = ['fp32', 'int8'];
 function weightFormat(format: unknown = 'fp32'): WeightFormat {
   if (!WEIGHT_FORMATS.includes(format as WeightFormat)) throw new CorematchingError(`weights must be one of ${WEIGHT_FORMATS.join(', ')}, got ${JSON.stringify(format)}`);
   return format as WeightFormat;
-}
-
-const isRgbImage = (x: unknown): x is RgbImage => typeof x === 'object' && x !== null && !(x instanceof Uint8Array);
-
-/** The image argument is a path, encoded bytes, or well-formed RGB pixels. */
-function checkImageArgument(image: unknown): void {
-  if (typeof image === 'string' || image instanceof Uint8Array) return;
-  if (!isRgbImage(image)) throw new CorematchingError(`image must be a file path, encoded image bytes or {width, height, data}, got ${image === null ? 'null' : typeof image}`);
-  const { width, height, data } = image as Partial<RgbImage>;
-  const positive = (x: unknown) => Number.isSafeInteger(x) && (x as number) > 0;
-  if (!positive(width) || !positive(height)) throw new CorematchingError(`image width and height must be positive integers, got ${String(width)} x ${String(height)}`);
-  if (!(data instanceof Uint8Array) || data.length !== width! * height! * 3) {
-    throw new CorematchingError(`image data must be a Uint8Array of width x height x 3 = ${width! * height! * 3} RGB bytes, got ${data instanceof Uint8Array ? data.length : typeof data}`);
-  }
 }
 
 export class VisionLanguageModel {
@@ -142,7 +109,7 @@ export class VisionLanguageModel {
 
   private async generateNow(options: GenerateOptions): Promise<GenerateResult> {
     if (this.released) throw new CorematchingError('generate() after release(): load the model again');
-    checkImageArgument(options.image);
+    checkGenerateOptions(options);
     const maxNewTokens = options.maxNewTokens ?? this.generationConfig.maxNewTokens ?? 128;
     if (!Number.isInteger(maxNewTokens) || maxNewTokens < 1) throw new CorematchingError(`max new tokens must be a positive integer, got ${maxNewTokens}`);
     const sampling = this.sampling(options.sampling);
