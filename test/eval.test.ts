@@ -6,7 +6,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { readEvalSet } from '../src/io/eval-set.js';
-import { normalizeAnswer } from '../src/pipeline/evaluate.js';
+import { normalizeAnswer, tokenF1 } from '../src/pipeline/evaluate.js';
 import { fixturePath, tempDir } from './helpers.js';
 
 const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
@@ -49,11 +49,23 @@ test('a bad evaluation set names the file and the line', () => {
 test('the sweep table has as many cells in every row as in its header', async () => {
   const { sweepTable } = await import('../src/cli/eval.js');
   const report = {
-    policy: 'fastv' as const, policyOptions: {}, questions: 2, accuracy: 0.5, imageTokens: 64, meanKeptImageTokens: 8, meanSeconds: 0.01,
-    perType: { color: { total: 1, correct: 1, accuracy: 1 }, count: { total: 1, correct: 0, accuracy: 0 } },
+    policy: 'fastv' as const, policyOptions: {}, questions: 2, accuracy: 0.5, f1: 0.6, imageTokens: 64, meanKeptImageTokens: 8, meanSeconds: 0.01, decodeTokensPerSecond: 10,
+    perType: { color: { total: 1, correct: 1, accuracy: 1, f1: 1 }, list: { total: 1, correct: 0, accuracy: 0, f1: 0.2 } },
     meanFlops: { vision: 1, prefill: 1, decodeStep: 1 }, denseFlops: { vision: 1, prefill: 2, decodeStep: 1 },
   };
-  const table = sweepTable([{ label: 'fastv', budget: '8', report }, { label: 'random', budget: 'knee', report: null }], ['color', 'count']);
+  const table = sweepTable([{ label: 'fastv', budget: '8', report }, { label: 'random', budget: 'knee', report: null }], ['color', 'list'], ['list']);
   const cells = table.split('\n').map((line) => line.split('|').length);
   assert.equal(new Set(cells).size, 1, table);
+  assert.match(table, /\| list \(F1\) \|/);
+  assert.match(table, /\| 100\.0 \| 0\.0 \(20\.0\) \|/);
+});
+
+test('token-level F1 scores words as multisets, after normalization', () => {
+  assert.equal(tokenF1('Red circle, blue square.', 'red circle, blue square'), 1);
+  assert.equal(tokenF1('blue square, red circle', 'red circle, blue square'), 1);
+  assert.equal(tokenF1('red circle', 'red circle, blue square'), 2 / 3);
+  assert.equal(tokenF1('red red red', 'red circle'), 0.4);
+  assert.equal(tokenF1('green', 'red'), 0);
+  assert.equal(tokenF1('', ''), 1);
+  assert.equal(tokenF1('', 'red'), 0);
 });

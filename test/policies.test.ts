@@ -136,6 +136,7 @@ function bruteCoreMatching(o: PolicyOptions, s: Shape = SHAPE) {
   const R = new Set(sentence(refRows.map((p) => rowOf(L - 1, p, s.D)), s.D, o.rho, o.beta));
   const scores = Array.from({ length: s.imageTokens }, (_, i) => {
     const row = rowOf(L - 1, s.imageStart + i, s.D);
+    if (o.match === 'weighted') return [...R].reduce((sum, n) => sum + Math.max(0, row[n]!), 0);
     const set = o.match === 'active' ? row.flatMap((v, n) => (v > 0 ? [n] : [])) : core(row, o.rho);
     return set.filter((n) => R.has(n)).length;
   });
@@ -154,6 +155,8 @@ describe('corematching policies', () => {
     { tokenLayer: 1, reference: 'all', match: 'core', minKeep: 4 },
     { tokenLayer: 2, reference: -3, budget: 7 },
     { tokenLayer: 1, reference: 4, rho: 1, beta: 1 },
+    { tokenLayer: 2, match: 'weighted', budget: 6 },
+    { tokenLayer: 1, reference: 'text', match: 'weighted' },
   ];
   for (const partial of cases) {
     test(`corematching ${JSON.stringify(partial)}`, () => {
@@ -300,7 +303,7 @@ describe('option validation', () => {
     [{ budget: 0 }, /budget must be/],
     [{ budget: 2.5 }, /budget must be/],
     [{ minKeep: 0 }, /minKeep must be/],
-    [{ match: 'x' as 'core' }, /match must be 'active' or 'core', got "x"/],
+    [{ match: 'x' as 'core' }, /match must be 'active', 'core' or 'weighted', got "x"/],
     [{ reference: 'first' as 'last' }, /reference must be/],
     [{ neuronLayers: [1, -2] }, /neuronLayers must be/],
     [{ seed: -1 }, /seed must be/],

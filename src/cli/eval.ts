@@ -1,10 +1,10 @@
 /** `corematching eval`: accuracy of a model on a question set, per policy and budget. */
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Command } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
 import { readEvalSet } from '../io/eval-set.js';
 import { evaluate, type EvalReport } from '../pipeline/evaluate.js';
-import type { PolicyName } from '../sparsity/create-policy.js';
+import { isPolicyName, POLICY_NAMES, type PolicyName } from '../sparsity/create-policy.js';
 import type { PolicyOptions } from '../sparsity/options.js';
 import { addModelFlags, loadWithProgress, type ModelFlags } from './load-model.js';
 import { positiveInt } from './options.js';
@@ -15,18 +15,39 @@ interface EvalOptions extends PolicyFlags, ModelFlags {
   limit?: number;
   json?: boolean;
   sweep?: boolean;
+  policies: PolicyName[];
+  budgets: SweepBudget[];
   out: string;
 }
 
-const SWEEP_POLICIES: PolicyName[] = ['corematching', 'corematching-tokens', 'fastv', 'projection', 'random'];
-const SWEEP_BUDGETS: { label: string; budget: 'knee' | number }[] = [
-  { label: 'knee', budget: 'knee' },
-  { label: '16', budget: 16 },
-  { label: '32', budget: 32 },
-  { label: '64', budget: 64 },
-  { label: '25%', budget: 0.25 },
-  { label: '50%', budget: 0.5 },
-];
+const DEFAULT_SWEEP_POLICIES = 'corematching,corematching-tokens,fastv,projection,random';
+const DEFAULT_SWEEP_BUDGETS = 'knee,16,64,25%';
+
+interface SweepBudget {
+  label: string;
+  budget: 'knee' | number;
+}
+
+/** --budgets: knee, integer counts and percentages, comma-separated. */
+function budgetList(value: string): SweepBudget[] {
+  return value.split(',').map((part) => {
+    const label = part.trim();
+    if (label === 'knee') return { label, budget: 'knee' as const };
+    const percent = /^(\d+(\.\d+)?)%$/.exec(label);
+    const budget = percent ? Number(percent[1]) / 100 : Number(label);
+    const valid = percent ? budget > 0 && budget < 1 : Number.isSafeInteger(budget) && budget >= 1;
+    if (!valid) throw new InvalidArgumentError(`--budgets must list knee, counts >= 1 or percentages in (0%, 100%), got "${label}"`);
+    return { label, budget };
+  });
+}
+
+function policyList(value: string): PolicyName[] {
+  return value.split(',').map((part) => {
+    const name = part.trim();
+    if (!isPolicyName(name)) throw new InvalidArgumentError(`--policies must list policies of ${POLICY_NAMES.join(', ')}, got "${name}"`);
+    return name;
+  });
+}
 
 const pct = (x: number) => `${(100 * x).toFixed(1)}`;
 
@@ -34,17 +55,32 @@ function summary(r: EvalReport): string {
   const types = Object.entries(r.perType)
     .map(([t, a]) => `${t} ${pct(a.accuracy)}%`)
     .join(', ');
-  return `${r.policy}: accuracy ${pct(r.accuracy)}% on ${r.questions} questions (${types}); kept ${r.meanKeptImageTokens.toFixed(1)}/${r.imageTokens} image tokens; prefill ${(r.meanFlops.prefill / 1e9).toFixed(2)} GFLOP (dense ${(r.denseFlops.prefill / 1e9).toFixed(2)}); ${(1000 * r.meanSeconds).toFixed(0)} ms/question`;
+  return `${r.policy}: accuracy ${pct(r.accuracy)}%, F1 ${pct(r.f1)} on ${r.questions} questions (${types}); kept ${r.meanKeptImageTokens.toFixed(1)}/${r.imageTokens} image tokens; prefill ${(r.meanFlops.prefill / 1e9).toFixed(2)} GFLOP (dense ${(r.denseFlops.prefill / 1e9).toFixed(2)}); ${(1000 * r.meanSeconds).toFixed(0)} ms/question, decode ${r.decodeTokensPerSecond.toFixed(1)} tokens/s`;
 }
 
-/** The sweep's markdown table: one row per policy and budget, one column per question type. */
-export function sweepTable(rows: { label: string; budget: string; report: EvalReport | null }[], types: string[]): string {
-  const head = `| policy | budget | accuracy | ${types.join(' | ')} | kept image tokens | prefill GFLOP | decode-step GFLOP | ms/question |`;
-  const rule = `|${'---|'.repeat(7 + types.length)}`;
+export interface SweepRow {
+  label: string;
+  budget: string;
+  report: EvalReport | null;
+}
+
+/**
+ * The sweep's markdown table: one row per policy and budget, one column per question type (exact
+ * match, and token F1 after a slash for `f1Types`, whose answers have several words).
+ */
+export function sweepTable(rows: SweepRow[], types: string[], f1Types: string[] = []): string {
+  const typeHead = types.map((t) => (f1Types.includes(t) ? `${t} (F1)` : t));
+  const head = `| policy | budget | accuracy | F1 | ${typeHead.join(' | ')} | kept image tokens | prefill GFLOP | decode-step GFLOP | ms/question | decode tokens/s |`;
+  const rule = `|${'---|'.repeat(9 + types.length)}`;
+  const cell = (r: EvalReport, t: string) => {
+    const a = r.perType[t];
+    if (a === undefined) return '-';
+    return f1Types.includes(t) ? `${pct(a.accuracy)} (${pct(a.f1)})` : pct(a.accuracy);
+  };
   const body = rows.map(({ label, budget, report: r }) =>
     r === null
-      ? `| ${label} | ${budget} | n/a (random needs a count) |${' |'.repeat(4 + types.length)}`
-      : `| ${label} | ${budget} | ${pct(r.accuracy)} | ${types.map((t) => (r.perType[t] ? pct(r.perType[t]!.accuracy) : '-')).join(' | ')} | ${r.meanKeptImageTokens.toFixed(1)} | ${(r.meanFlops.prefill / 1e9).toFixed(3)} | ${(r.meanFlops.decodeStep / 1e9).toFixed(4)} | ${(1000 * r.meanSeconds).toFixed(0)} |`,
+      ? `| ${label} | ${budget} | n/a (random needs a count) |${' |'.repeat(6 + types.length)}`
+      : `| ${label} | ${budget} | ${pct(r.accuracy)} | ${pct(r.f1)} | ${types.map((t) => cell(r, t)).join(' | ')} | ${r.meanKeptImageTokens.toFixed(1)} | ${(r.meanFlops.prefill / 1e9).toFixed(3)} | ${(r.meanFlops.decodeStep / 1e9).toFixed(4)} | ${(1000 * r.meanSeconds).toFixed(0)} | ${r.decodeTokensPerSecond.toFixed(1)} |`,
   );
   return [head, rule, ...body].join('\n');
 }
@@ -54,7 +90,9 @@ export function evalCommand(program: Command): void {
     .requiredOption('--data <dir>', 'folder with questions.jsonl and its images (see scripts/scenes.py)')
     .option('--limit <n>', 'only the first n questions', positiveInt)
     .option('--json', 'print the report as JSON')
-    .option('--sweep', 'run every policy x budget and write a markdown table and JSON')
+    .option('--sweep', 'run dense and every policy x budget, and write a markdown table and JSON')
+    .option('--policies <list>', `with --sweep: the policies (default ${DEFAULT_SWEEP_POLICIES})`, policyList, policyList(DEFAULT_SWEEP_POLICIES))
+    .option('--budgets <list>', `with --sweep: knee, counts and percentages (default ${DEFAULT_SWEEP_BUDGETS})`, budgetList, budgetList(DEFAULT_SWEEP_BUDGETS))
     .option('--out <prefix>', 'with --sweep: output files without extension', 'docs/eval-sweep');
   addPolicyFlags(command).action(async (o: EvalOptions) => {
     const { policy, policyOptions } = policyFromFlags(o);
@@ -69,15 +107,15 @@ export function evalCommand(program: Command): void {
     // The sweep varies policy and budget; the other flags (token layer, rho, beta ...) apply to all.
     const base: Partial<PolicyOptions> = { ...policyOptions };
     delete base.budget;
-    const rows: { label: string; budget: string; report: EvalReport | null }[] = [];
+    const rows: SweepRow[] = [];
     const run = async (label: string, budgetLabel: string, p: PolicyName, options: Partial<PolicyOptions>) => {
       const report = await evaluate(vlm, items, p, options);
       process.stderr.write(`${label} ${budgetLabel}: ${summary(report)}\n`);
       rows.push({ label, budget: budgetLabel, report });
     };
     await run('dense', '-', 'dense', {});
-    for (const p of SWEEP_POLICIES) {
-      for (const { label, budget } of SWEEP_BUDGETS) {
+    for (const p of o.policies.filter((name) => name !== 'dense')) {
+      for (const { label, budget } of o.budgets) {
         if (p === 'random' && budget === 'knee') {
           rows.push({ label: p, budget: label, report: null });
           continue;
@@ -86,8 +124,9 @@ export function evalCommand(program: Command): void {
       }
     }
     const types = [...new Set(items.map((i) => i.type))].sort();
+    const f1Types = types.filter((t) => items.some((i) => i.type === t && i.answer.trim().includes(' ')));
     const commandLine = `corematching ${process.argv.slice(2).join(' ')}`;
-    const markdown = `# Accuracy of every policy and budget\n\nMade by \`${commandLine}\` on ${items.length} questions (${new Date().toISOString().slice(0, 10)}). Accuracy in %, exact match; FLOPs are means per question.\n\n${sweepTable(rows, types)}\n`;
+    const markdown = `# Accuracy of every policy and budget\n\nMade by \`${commandLine}\` on ${items.length} questions (${new Date().toISOString().slice(0, 10)}). Accuracy in %, exact match${f1Types.length > 0 ? '; in brackets the token-level F1 of types whose answers have several words' : ''}; FLOPs are means per question; decode tokens/s counts the tokens after the first.\n\n${sweepTable(rows, types, f1Types)}\n`;
     fs.mkdirSync(path.dirname(o.out), { recursive: true });
     fs.writeFileSync(`${o.out}.md`, markdown);
     fs.writeFileSync(`${o.out}.json`, `${JSON.stringify({ command: commandLine, questions: items.length, rows }, null, 2)}\n`);

@@ -63,7 +63,7 @@ export function addPolicyFlags(command: Command, defaultPolicy = 'dense'): Comma
       'reference tokens for core-token matching: last, text, all or a prompt position (default last)',
       oneOf('--reference', ['last', 'text', 'all'], integer('--reference', "'last', 'text', 'all' or an integer prompt position")),
     )
-    .option('--match <m>', 'image-token score: active or core (default active)', oneOf('--match', ['active', 'core']))
+    .option('--match <m>', "image-token score: active, core, or weighted (this project's variant: sum of positive activations over the core neurons) (default active)", oneOf('--match', ['active', 'core', 'weighted']))
     .option(
       '--budget <b>',
       'kept image tokens: knee, a count K, or a fraction (default knee)',

@@ -1,6 +1,7 @@
 /**
- * Exact-match accuracy of a model on an evaluation set under one policy, with the mean kept image
- * tokens, FLOPs and wall time, so policies can be compared at equal cost.
+ * Accuracy of a model on an evaluation set under one policy: exact match and a token-level F1
+ * (for answers of several words, where exact match is all or nothing), with the mean kept image
+ * tokens, FLOPs, wall time and decode speed, so policies can be compared at equal cost.
  */
 import { decodeImage } from '../io/image.js';
 import type { EvalItem } from '../io/eval-set.js';
@@ -12,6 +13,8 @@ export interface TypeAccuracy {
   total: number;
   correct: number;
   accuracy: number;
+  /** Mean token-level F1 of the answers. */
+  f1: number;
 }
 
 export interface EvalReport {
@@ -19,6 +22,8 @@ export interface EvalReport {
   policyOptions: Partial<PolicyOptions>;
   questions: number;
   accuracy: number;
+  /** Mean token-level F1 over the questions. */
+  f1: number;
   perType: Record<string, TypeAccuracy>;
   imageTokens: number;
   meanKeptImageTokens: number;
@@ -28,11 +33,40 @@ export interface EvalReport {
   denseFlops: PhaseFlops;
   /** Mean wall time of one question: preprocessing, vision, prefill and decoding. */
   meanSeconds: number;
+  /** New tokens after the first over the time spent decoding them, all questions together. */
+  decodeTokensPerSecond: number;
 }
 
 /** Answers compare case-insensitively, ignoring surrounding space and final punctuation. */
 export function normalizeAnswer(text: string): string {
   return text.trim().toLowerCase().replace(/[.!?]+$/, '').trim();
+}
+
+/** The words of an answer as token-level F1 compares them: normalized, punctuation as spaces. */
+function answerWords(text: string): string[] {
+  return normalizeAnswer(text).split(/[^\p{L}\p{N}]+/u).filter((w) => w.length > 0);
+}
+
+/** SQuAD's token-level F1: the harmonic mean of precision and recall of the answer's words,
+ * counted as multisets (word order is not scored; exact match scores it). */
+export function tokenF1(prediction: string, reference: string): number {
+  const predicted = answerWords(prediction);
+  const expected = answerWords(reference);
+  if (predicted.length === 0 || expected.length === 0) return predicted.length === expected.length ? 1 : 0;
+  const left = new Map<string, number>();
+  for (const w of expected) left.set(w, (left.get(w) ?? 0) + 1);
+  let common = 0;
+  for (const w of predicted) {
+    const n = left.get(w) ?? 0;
+    if (n > 0) {
+      common++;
+      left.set(w, n - 1);
+    }
+  }
+  if (common === 0) return 0;
+  const precision = common / predicted.length;
+  const recall = common / expected.length;
+  return (2 * precision * recall) / (precision + recall);
 }
 
 export async function evaluate(
@@ -44,16 +78,26 @@ export async function evaluate(
 ): Promise<EvalReport> {
   const perType: Record<string, TypeAccuracy> = {};
   let correct = 0;
+  let f1 = 0;
+  let decodeTokens = 0;
+  let decodeMs = 0;
   let kept = 0;
   let imageTokens = 0;
   const flops: PhaseFlops = { vision: 0, prefill: 0, decodeStep: 0 };
   const denseFlops: PhaseFlops = { vision: 0, prefill: 0, decodeStep: 0 };
   const t0 = performance.now();
   for (const [i, item] of items.entries()) {
-    const result = await vlm.generate({ image: await decodeImage(item.image), prompt: item.question, maxNewTokens: 8, policy, policyOptions });
+    // Room for the reference answer and a few tokens more; the end-of-turn token usually stops it first.
+    const maxNewTokens = vlm.processor.tokenizer.encode(item.answer, false).length + 8;
+    const result = await vlm.generate({ image: await decodeImage(item.image), prompt: item.question, maxNewTokens, policy, policyOptions });
     const ok = normalizeAnswer(result.text) === normalizeAnswer(item.answer);
-    const t = (perType[item.type] ??= { total: 0, correct: 0, accuracy: 0 });
+    const score = tokenF1(result.text, item.answer);
+    const t = (perType[item.type] ??= { total: 0, correct: 0, accuracy: 0, f1: 0 });
     t.total++;
+    t.f1 += score;
+    f1 += score;
+    decodeTokens += Math.max(0, result.stats.newTokenCount - 1);
+    decodeMs += result.stats.decodeMs;
     if (ok) {
       t.correct++;
       correct++;
@@ -66,17 +110,22 @@ export async function evaluate(
     }
     onProgress?.(i + 1);
   }
-  for (const t of Object.values(perType)) t.accuracy = t.correct / t.total;
+  for (const t of Object.values(perType)) {
+    t.accuracy = t.correct / t.total;
+    t.f1 /= t.total;
+  }
   return {
     policy,
     policyOptions,
     questions: items.length,
     accuracy: correct / items.length,
+    f1: f1 / items.length,
     perType,
     imageTokens,
     meanKeptImageTokens: kept / items.length,
     meanFlops: flops,
     denseFlops,
     meanSeconds: (performance.now() - t0) / 1000 / items.length,
+    decodeTokensPerSecond: decodeMs > 0 ? (1000 * decodeTokens) / decodeMs : 0,
   };
 }

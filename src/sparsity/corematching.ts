@@ -2,8 +2,10 @@
  * CoreMatching (design doc sections 1-4): one class, two switches.
  *
  * - tokens: at layer L - 1 (L = tokenLayer) the reference core set R = C_rho^beta(S_ref) is taken
- *   from the FFN activations, every image token x is scored |A+(x) ∩ R| (match 'active') or
- *   |C_rho(x) ∩ R| (match 'core'), and the budget (knee, K or fraction) picks the image tokens
+ *   from the FFN activations, every image token x is scored |A+(x) ∩ R| (match 'active'),
+ *   |C_rho(x) ∩ R| (match 'core') or, as this project's variant beyond the paper, the sum of its
+ *   positive activations over R (match 'weighted': how strongly, not only whether, x fires the
+ *   reference's core neurons), and the budget (knee, K or fraction) picks the image tokens
  *   that go on to layer L. Text tokens are always kept.
  * - neurons: at the end of prefill, each layer l of `neuronLayers` decodes with
  *   C_l = C_rho^beta(every token layer l processed, after pruning).
@@ -96,6 +98,8 @@ export class CoreMatchingPolicy extends TokenSelectionPolicy {
           const b = bits[offset + referenceIndices[j]!]!;
           s += (-b & ~b) >>> 31;
         }
+      } else if (match === 'weighted') {
+        for (let j = 0; j < referenceIndices.length; j++) s += Math.max(0, acts[offset + referenceIndices[j]!]!);
       } else {
         forEachTokenCoreNeuron(acts, rho, (n) => (s += inR[n]!), offset, D);
       }

@@ -7,7 +7,7 @@ import { CorematchingError } from '../io/errors.js';
 import { validateBudget, type Budget } from './knee.js';
 
 export type Reference = 'last' | 'text' | 'all' | number;
-export type Match = 'active' | 'core';
+export type Match = 'active' | 'core' | 'weighted';
 export type NeuronLayers = 'middle' | 'all' | number[];
 
 export interface PolicyOptions {
@@ -19,7 +19,8 @@ export interface PolicyOptions {
   tokenLayer: number;
   /** Tokens whose core neurons form the reference set R. */
   reference: Reference;
-  /** Image-token score: |A+(x) ∩ R| ('active') or |C_rho(x) ∩ R| ('core'). */
+  /** Image-token score: |A+(x) ∩ R| ('active'), |C_rho(x) ∩ R| ('core'), or this project's
+   * variant, the sum of x's positive activations over R ('weighted'). */
   match: Match;
   /** 'knee', an integer count K >= 1, or a fraction in (0, 1) of the image tokens. */
   budget: Budget;
@@ -84,7 +85,7 @@ export function resolvePolicyOptions(options: Partial<PolicyOptions> = {}, spell
   if (!(o.reference === 'last' || o.reference === 'text' || o.reference === 'all' || isInt(o.reference))) {
     fail('reference', o.reference, "'last', 'text', 'all' or an integer prompt position (negative counts from the end)");
   }
-  if (o.match !== 'active' && o.match !== 'core') fail('match', o.match, "'active' or 'core'");
+  if (o.match !== 'active' && o.match !== 'core' && o.match !== 'weighted') fail('match', o.match, "'active', 'core' or 'weighted'");
   validateBudget(o.budget, spell('budget'));
   if (!isInt(o.minKeep) || o.minKeep < 1) fail('minKeep', o.minKeep, 'an integer >= 1');
   const layers = o.neuronLayers;
