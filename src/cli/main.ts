@@ -4,6 +4,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import { Command } from 'commander';
 import { CorematchingError } from '../io/errors.js';
+import { analyzeCommand } from './analyze.js';
 import { evalCommand } from './eval.js';
 import { runCommand } from './run.js';
 import { visualizeCommand } from './visualize.js';
@@ -20,6 +21,7 @@ const program = new Command()
 runCommand(program);
 evalCommand(program);
 visualizeCommand(program);
+analyzeCommand(program);
 
 /**
  * onnxruntime-node 1.30 crashes (SIGSEGV) creating a session in a process whose command line

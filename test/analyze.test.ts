@@ -1,0 +1,91 @@
+/** `corematching analyze`: figures checked against a direct computation, and the command's outputs. */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { analyzeOrthogonality, identityFit } from '../src/analysis/orthogonality.js';
+import { Checkpoint } from '../src/io/checkpoint.js';
+import { loadLlavaConfig } from '../src/io/config.js';
+import { detectLayout } from '../src/models/weights.js';
+import { fixturePath, tempDir } from './helpers.js';
+
+const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+
+/** sum(diag^2) / sum(M^2) and trace / n of M = A^T B (A, B [k, n]) by plain loops, in float64. */
+function directFit(a: Float32Array, b: Float32Array, k: number, n: number) {
+  let all = 0;
+  let diagonal = 0;
+  let trace = 0;
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j < n; j++) {
+      let m = 0;
+      for (let r = 0; r < k; r++) m += a[r * n + i]! * b[r * n + j]!;
+      all += m * m;
+      if (i === j) {
+        diagonal += m * m;
+        trace += m;
+      }
+    }
+  }
+  return { diagonalShare: diagonal / all, scale: trace / n };
+}
+
+function transpose(m: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(m.length);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = m[r * cols + c]!;
+  return out;
+}
+
+test('orthogonality figures equal a direct computation (GQA keys paired with their query heads)', async () => {
+  for (const name of ['clip-llama', 'siglip-qwen2']) {
+    const dir = fixturePath('models', name);
+    const c = loadLlavaConfig(dir).text;
+    const checkpoint = Checkpoint.open(dir);
+    const report = await analyzeOrthogonality(checkpoint, c, { threads: 1 });
+    const p = detectLayout(checkpoint).language;
+    const { hiddenSize: h, numAttentionHeads: nh, numKeyValueHeads: kvh, headDim: hd, intermediateSize: ffn } = c;
+    for (const l of report.layers) {
+      const wq = checkpoint.read(`${p}layers.${l.layer}.self_attn.q_proj.weight`);
+      const wk = checkpoint.read(`${p}layers.${l.layer}.self_attn.k_proj.weight`);
+      // Query head q reads key head floor(q / (nh / kvh)): build the paired key rows by hand.
+      const paired = new Float32Array(nh * hd * h);
+      for (let row = 0; row < nh * hd; row++) {
+        const keyRow = Math.floor(Math.floor(row / hd) / (nh / kvh)) * hd + (row % hd);
+        paired.set(wk.subarray(keyRow * h, keyRow * h + h), row * h);
+      }
+      const wo = checkpoint.read(`${p}layers.${l.layer}.self_attn.o_proj.weight`);
+      const wd = checkpoint.read(`${p}layers.${l.layer}.mlp.down_proj.weight`);
+      const expected = {
+        qk: directFit(wq, paired, nh * hd, h),
+        o: directFit(transpose(wo, h, nh * hd), transpose(wo, h, nh * hd), nh * hd, h),
+        down: directFit(transpose(wd, h, ffn), transpose(wd, h, ffn), ffn, h),
+      };
+      for (const key of ['qk', 'o', 'down'] as const) {
+        assert.ok(Math.abs(l[key].diagonalShare - expected[key].diagonalShare) < 1e-4, `${name} layer ${l.layer} ${key} share`);
+        assert.ok(Math.abs(l[key].scale - expected[key].scale) < 1e-4 * Math.max(1, Math.abs(expected[key].scale)), `${name} layer ${l.layer} ${key} scale`);
+      }
+    }
+    checkpoint.close();
+  }
+  // The identity is all diagonal; a constant matrix is 1/n diagonal.
+  assert.deepEqual(identityFit(new Float32Array([2, 0, 0, 2]), 2), { diagonalShare: 1, scale: 2 });
+  assert.deepEqual(identityFit(new Float32Array(9).fill(1), 3), { diagonalShare: 1 / 3, scale: 1 });
+});
+
+test('analyze orthogonality prints JSON, writes pictures and a self-contained report', () => {
+  const out = tempDir('cm-analyze-');
+  const r = spawnSync(process.execPath, [cli, 'analyze', 'orthogonality', '--model', fixturePath('models', 'clip-llama'), '--json', '--layer', '1', '--out', path.join(out, 'orth'), '--report', path.join(out, 'orth.html')], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  const json = JSON.parse(r.stdout) as { layers: { layer: number; qk: Record<string, number> }[] };
+  assert.equal(json.layers.length, 3);
+  assert.deepEqual(Object.keys(json.layers[0]!.qk).sort(), ['diagonalShare', 'randomDiagonalShare', 'scale']);
+  for (const f of ['orth-layers.png', 'orth-heatmap.png']) assert.ok(fs.statSync(path.join(out, f)).size > 1000, f);
+  const html = fs.readFileSync(path.join(out, 'orth.html'), 'utf8');
+  assert.match(html, /<img alt="[^"]+" src="data:image\/png;base64,/);
+  assert.doesNotMatch(html, /(src|href)="(https?:)?\/\//);
+  const bad = spawnSync(process.execPath, [cli, 'analyze', 'orthogonality', '--model', fixturePath('models', 'clip-llama'), '--layer', '3'], { encoding: 'utf8' });
+  assert.equal(bad.status, 1);
+  assert.match(bad.stderr, /^error: --layer must be in 0 \.\. 2/);
+});
