@@ -89,3 +89,29 @@ test('analyze orthogonality prints JSON, writes pictures and a self-contained re
   assert.equal(bad.status, 1);
   assert.match(bad.stderr, /^error: --layer must be in 0 \.\. 2/);
 });
+
+test('ablate times four configurations per phase and draws them', () => {
+  const out = tempDir('cm-ablate-');
+  const r = spawnSync(process.execPath, [cli, 'ablate', '--model', fixturePath('models', 'clip-llama'), '--image', fixturePath('photos', 'chelsea.png'), '--prompt', 'What is this?', '--repeats', '1', '--tokens', '3', '--budget', '8', '--json', '--out', path.join(out, 'ablate')], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  const json = JSON.parse(r.stdout) as { rows: { configuration: string; keptImageTokens: number; vision: number; decode: number; total: number }[] };
+  assert.deepEqual(json.rows.map((x) => x.configuration), ['dense', 'tokens only', 'neurons only', 'both']);
+  assert.deepEqual(json.rows.map((x) => x.keptImageTokens), [64, 8, 64, 8]);
+  for (const row of json.rows) assert.ok(row.vision > 0 && row.decode > 0 && row.total >= row.vision + row.decode);
+  assert.ok(fs.statSync(path.join(out, 'ablate.png')).size > 1000);
+});
+
+test('sweep-neurons reports neurons kept, accuracy and speed per beta', () => {
+  const out = tempDir('cm-sweep-neurons-');
+  const r = spawnSync(process.execPath, [cli, 'sweep-neurons', '--data', fixturePath('scenes'), '--betas', '0.2,1', '--json', '--out', path.join(out, 'neurons')], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  const json = JSON.parse(r.stdout) as { rows: { beta: number | null; report: { meanDecodeFfnShare: number; accuracy: number } }[] };
+  assert.deepEqual(json.rows.map((x) => x.beta), [null, 0.2, 1]);
+  assert.equal(json.rows[0]!.report.meanDecodeFfnShare, 1);
+  assert.ok(json.rows[1]!.report.meanDecodeFfnShare < json.rows[2]!.report.meanDecodeFfnShare);
+  assert.ok(json.rows[2]!.report.meanDecodeFfnShare < 1);
+  assert.match(fs.readFileSync(path.join(out, 'neurons.md'), 'utf8'), /\| 0\.2 \| \d+\.\d \|/);
+  const bad = spawnSync(process.execPath, [cli, 'sweep-neurons', '--data', fixturePath('scenes'), '--betas', '0.2,1.5'], { encoding: 'utf8' });
+  assert.equal(bad.status, 1);
+  assert.match(bad.stderr, /--betas must list numbers in \(0, 1\], got "1.5"/);
+});

@@ -49,7 +49,7 @@ test('a bad evaluation set names the file and the line', () => {
 test('the sweep table has as many cells in every row as in its header', async () => {
   const { sweepTable } = await import('../src/cli/eval.js');
   const report = {
-    policy: 'fastv' as const, policyOptions: {}, questions: 2, accuracy: 0.5, f1: 0.6, imageTokens: 64, meanKeptImageTokens: 8, meanSeconds: 0.01, decodeTokensPerSecond: 10,
+    policy: 'fastv' as const, policyOptions: {}, questions: 2, accuracy: 0.5, f1: 0.6, imageTokens: 64, meanKeptImageTokens: 8, meanSeconds: 0.01, decodeTokensPerSecond: 10, meanDecodeFfnShare: 1,
     perType: { color: { total: 1, correct: 1, accuracy: 1, f1: 1 }, list: { total: 1, correct: 0, accuracy: 0, f1: 0.2 } },
     meanFlops: { vision: 1, prefill: 1, decodeStep: 1 }, denseFlops: { vision: 1, prefill: 2, decodeStep: 1 },
   };

@@ -7,7 +7,7 @@ import { Checkpoint } from '../io/checkpoint.js';
 import { loadLlavaConfig } from '../io/config.js';
 import { CorematchingError } from '../io/errors.js';
 import { heatMap, lineChart, svgToPng } from '../report/charts.js';
-import { htmlReport, type ReportSection } from '../report/html-report.js';
+import { htmlReport, markdownTable, type ReportSection } from '../report/html-report.js';
 import { defaultModelDir } from './default-model.js';
 import { nonNegativeInt, positiveInt } from './options.js';
 
@@ -28,9 +28,6 @@ function orthogonalityTable(r: OrthogonalityReport): { head: string[]; rows: str
   const rows = r.layers.map((l) => [String(l.layer), ...[l.qk, l.o, l.down].flatMap((m) => [f3(m.diagonalShare), f3(m.randomDiagonalShare), g3(m.scale)])]);
   return { head, rows };
 }
-
-const markdown = ({ head, rows }: { head: string[]; rows: string[][] }) =>
-  [`| ${head.join(' | ')} |`, `|${'---|'.repeat(head.length)}`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
 
 async function orthogonalityPictures(r: OrthogonalityReport): Promise<{ name: string; alt: string; png: Buffer }[]> {
   const series = (key: 'qk' | 'o' | 'down', label: string) => [
@@ -82,7 +79,7 @@ export function analyzeCommand(program: Command): void {
         const layersJson = report.layers.map((l) => ({ layer: l.layer, qk: l.qk, o: l.o, down: l.down }));
         process.stdout.write(`${JSON.stringify({ hiddenSize: report.hiddenSize, layers: layersJson })}\n`);
       } else {
-        process.stdout.write(`${markdown(table)}\n`);
+        process.stdout.write(`${markdownTable(table)}\n`);
       }
       if (o.out === undefined && o.report === undefined) return;
       const pictures = await orthogonalityPictures(report);

@@ -4,9 +4,11 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import { Command } from 'commander';
 import { CorematchingError } from '../io/errors.js';
+import { ablateCommand } from './ablate.js';
 import { analyzeCommand } from './analyze.js';
 import { evalCommand } from './eval.js';
 import { runCommand } from './run.js';
+import { sweepNeuronsCommand } from './sweep-neurons.js';
 import { visualizeCommand } from './visualize.js';
 
 // dist/src/cli/ -> the package's own package.json
@@ -22,6 +24,8 @@ runCommand(program);
 evalCommand(program);
 visualizeCommand(program);
 analyzeCommand(program);
+ablateCommand(program);
+sweepNeuronsCommand(program);
 
 /**
  * onnxruntime-node 1.30 crashes (SIGSEGV) creating a session in a process whose command line

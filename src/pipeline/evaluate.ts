@@ -33,6 +33,8 @@ export interface EvalReport {
   denseFlops: PhaseFlops;
   /** Mean wall time of one question: preprocessing, vision, prefill and decoding. */
   meanSeconds: number;
+  /** Share of the FFN neurons decoding uses, over all layers (a dense layer counts whole). */
+  meanDecodeFfnShare: number;
   /** New tokens after the first over the time spent decoding them, all questions together. */
   decodeTokensPerSecond: number;
 }
@@ -81,6 +83,8 @@ export async function evaluate(
   let f1 = 0;
   let decodeTokens = 0;
   let decodeMs = 0;
+  let ffnShare = 0;
+  const { numHiddenLayers: layers, intermediateSize: width } = vlm.config.text;
   let kept = 0;
   let imageTokens = 0;
   const flops: PhaseFlops = { vision: 0, prefill: 0, decodeStep: 0 };
@@ -98,6 +102,8 @@ export async function evaluate(
     f1 += score;
     decodeTokens += Math.max(0, result.stats.newTokenCount - 1);
     decodeMs += result.stats.decodeMs;
+    const sparse = Object.values(result.sparsity.coreNeurons ?? {});
+    ffnShare += (sparse.reduce((a, b) => a + b, 0) + (layers - sparse.length) * width) / (layers * width) / items.length;
     if (ok) {
       t.correct++;
       correct++;
@@ -126,6 +132,7 @@ export async function evaluate(
     meanFlops: flops,
     denseFlops,
     meanSeconds: (performance.now() - t0) / 1000 / items.length,
+    meanDecodeFfnShare: ffnShare,
     decodeTokensPerSecond: decodeMs > 0 ? (1000 * decodeTokens) / decodeMs : 0,
   };
 }

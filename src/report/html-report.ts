@@ -4,11 +4,21 @@
  */
 const escapeHtml = (s: string) => s.replace(/[<>&"]/g, (c) => `&#${c.charCodeAt(0)};`);
 
+export interface Table {
+  head: string[];
+  rows: (string | number)[][];
+}
+
+/** The same table for a terminal or a markdown file. */
+export function markdownTable({ head, rows }: Table): string {
+  return [`| ${head.join(' | ')} |`, `|${'---|'.repeat(head.length)}`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
+}
+
 export interface ReportSection {
   heading: string;
   /** Plain paragraphs. */
   text?: string[];
-  table?: { head: string[]; rows: (string | number)[][] };
+  table?: Table;
   pictures?: { alt: string; png: Buffer }[];
 }
 
