@@ -7,6 +7,9 @@ committed.
 
 writes DIR/<split>/images/000000.png ... and DIR/<split>/questions.jsonl, one line per question:
     {"image": "images/000123.png", "question": "What color is the circle?", "answer": "red", "type": "color"}
+and DIR/<split>/targets.jsonl, the same lines' pixel boxes [x0, y0, x1, y1] of the objects each
+question names (every object for list and describe; none when it names an absent one):
+    {"image": "images/000123.png", "question": "What color is the circle?", "boxes": [[40.2, 61.0, 90.6, 111.4]]}
 
 Scenes: 2-6 non-overlapping objects, shape in {circle, square, triangle}, colour in {red, green,
 blue, yellow}, sizes from ~28 to ~70 px across (at 224 px), random positions, small rotations of
@@ -320,7 +323,7 @@ def make_item(split: str, seed: int, index: int, types: list[str], size: int = 2
 def write_split(out: Path, split: str, count: int, seed: int, per_image: int, size: int, kinds: list[str] = TYPES):
     d = out / split
     (d / "images").mkdir(parents=True, exist_ok=True)
-    lines = []
+    lines, targets = [], []
     for i in range(count):
         types = [kinds[(i + k) % len(kinds)] for k in range(per_image)]
         scene, img, qas = make_item(split, seed, i, types, size)
@@ -328,8 +331,25 @@ def write_split(out: Path, split: str, count: int, seed: int, per_image: int, si
         img.save(d / name, optimize=False)
         for t, q, a in qas:
             lines.append({"image": name, "question": q, "answer": a, "type": t})
+            targets.append({"image": name, "question": q, "boxes": [bounding_box(o) for o in named_objects(scene, q)]})
     (d / "questions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    (d / "targets.jsonl").write_text("".join(json.dumps(r) + "\n" for r in targets))
     return lines
+
+
+def named_objects(scene: Scene, question: str) -> list[Obj]:
+    """The objects a question is about: those with every colour and shape it names (all of them
+    when it names none, as list and describe do). Empty when it names an absent object."""
+    words = set(question.lower().rstrip("?.").replace("s ", " ").split())
+    colors = [c for c in COLORS if c in words]
+    shapes = [s for s in SHAPES if s in words or s + "s" in question.lower()]
+    return [o for o in scene.objects if (not colors or o.color in colors) and (not shapes or o.shape in shapes)]
+
+
+def bounding_box(o: Obj) -> list[float]:
+    """[x0, y0, x1, y1] in pixels: a square around the object's farthest point from its centre."""
+    r = _bound_radius(o)
+    return [round(o.cx - r, 1), round(o.cy - r, 1), round(o.cx + r, 1), round(o.cy + r, 1)]
 
 
 def every_question(scene: Scene):

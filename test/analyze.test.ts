@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { keptShare, spearman, targetPatches } from '../src/analysis/criteria.js';
 import { analyzeOrthogonality, identityFit } from '../src/analysis/orthogonality.js';
 import { Checkpoint } from '../src/io/checkpoint.js';
 import { loadLlavaConfig } from '../src/io/config.js';
@@ -114,4 +115,31 @@ test('sweep-neurons reports neurons kept, accuracy and speed per beta', () => {
   const bad = spawnSync(process.execPath, [cli, 'sweep-neurons', '--data', fixturePath('scenes'), '--betas', '0.2,1.5'], { encoding: 'utf8' });
   assert.equal(bad.status, 1);
   assert.match(bad.stderr, /--betas must list numbers in \(0, 1\], got "1.5"/);
+});
+
+test('criteria helpers: Spearman with ties, target patches, kept share', () => {
+  assert.equal(spearman([1, 2, 3, 4], [10, 20, 30, 40]), 1);
+  assert.equal(spearman([1, 2, 3, 4], [4, 3, 2, 1]), -1);
+  assert.equal(spearman([1, 1, 1], [1, 2, 3]), 0);
+  // ranks with ties: [1.5, 1.5, 3] against [1, 2, 3]: Pearson = 0.866...
+  assert.ok(Math.abs(spearman([5, 5, 7], [1, 2, 3]) - Math.sqrt(3) / 2) < 1e-12);
+  // A 4 x 4 grid of 10-pixel patches; the box covers the centres (15, 15) .. (25, 25).
+  assert.deepEqual(targetPatches([[12, 12, 28, 28]], 4, 10), [5, 6, 9, 10]);
+  assert.equal(keptShare([5, 6, 0], [5, 6, 9, 10]), 0.5);
+});
+
+test('analyze criteria compares the criteria on a question set with targets', () => {
+  const r = spawnSync(process.execPath, [cli, 'analyze', 'criteria', '--data', fixturePath('scenes'), '--budgets', '16,64', '--json'], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  const json = JSON.parse(r.stdout) as { questions: number; criteria: string[]; spearman: number[][]; targetKept: number[][] };
+  assert.equal(json.questions, 4);
+  assert.equal(json.criteria.length, 4);
+  json.spearman.forEach((row, i) => assert.ok(Math.abs(row[i]! - 1) < 1e-12));
+  for (const row of json.targetKept) {
+    assert.equal(row.length, 2);
+    assert.ok(row[0]! <= row[1]! && row[1]! <= 1, 'a larger budget keeps at least as much of the target');
+  }
+  const missing = spawnSync(process.execPath, [cli, 'analyze', 'criteria', '--data', fixturePath('models', 'clip-llama')], { encoding: 'utf8' });
+  assert.equal(missing.status, 1);
+  assert.match(missing.stderr, /questions\.jsonl: file not found/);
 });

@@ -1,6 +1,8 @@
 /**
  * A question-answering evaluation set: <dir>/questions.jsonl, one
- * {"image", "question", "answer", "type"} object per line, image paths relative to <dir>.
+ * {"image", "question", "answer", "type"} object per line, image paths relative to <dir>; and,
+ * where scripts/scenes.py wrote it, <dir>/targets.jsonl: per line the pixel boxes of the objects
+ * that question names.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -37,4 +39,23 @@ export function readEvalSet(dir: string): EvalItem[] {
     });
   if (items.length === 0) throw new CorematchingError('no questions in the file', file);
   return items;
+}
+
+/** Pixel boxes [x0, y0, x1, y1] of the objects each question names, aligned with questions.jsonl. */
+export function readTargets(dir: string, questions: number): [number, number, number, number][][] {
+  const file = path.join(path.resolve(dir), 'targets.jsonl');
+  if (!fs.existsSync(file)) throw new CorematchingError('file not found; write the set with scripts/scenes.py, which records the objects each question names', file);
+  const lines = readRegularTextFile(file, 'targets.jsonl').split('\n').filter((line) => line.trim() !== '');
+  if (lines.length !== questions) throw new CorematchingError(`${lines.length} lines, but questions.jsonl has ${questions}`, file);
+  return lines.map((line, i) => {
+    let boxes: unknown;
+    try {
+      boxes = (JSON.parse(line) as Record<string, unknown> | null)?.boxes;
+    } catch (e) {
+      throw new CorematchingError(`line ${i + 1} is not valid JSON (${(e as Error).message})`, file);
+    }
+    const valid = Array.isArray(boxes) && boxes.every((b) => Array.isArray(b) && b.length === 4 && b.every((x) => typeof x === 'number' && Number.isFinite(x)));
+    if (!valid) throw new CorematchingError(`line ${i + 1}: "boxes" must be a list of [x0, y0, x1, y1] number lists`, file);
+    return boxes as [number, number, number, number][];
+  });
 }
