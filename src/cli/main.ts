@@ -8,6 +8,7 @@ import { ablateCommand } from './ablate.js';
 import { analyzeCommand } from './analyze.js';
 import { evalCommand } from './eval.js';
 import { runCommand } from './run.js';
+import { serveCommand } from './serve.js';
 import { sweepNeuronsCommand } from './sweep-neurons.js';
 import { visualizeCommand } from './visualize.js';
 
@@ -26,6 +27,7 @@ visualizeCommand(program);
 analyzeCommand(program);
 ablateCommand(program);
 sweepNeuronsCommand(program);
+serveCommand(program);
 
 /**
  * onnxruntime-node 1.30 crashes (SIGSEGV) creating a session in a process whose command line

@@ -70,8 +70,14 @@ export function findProcessorChatTemplate(dir: string): ChatTemplate | null {
   return null;
 }
 
+/** A conversation turn as transformers' chat templates receive it; the image is a `{type: 'image'}` part. */
+export interface ChatMessage {
+  role: 'system' | 'user' | 'assistant';
+  content: string | ({ type: 'text'; text: string } | { type: 'image' })[];
+}
+
 /** The one-image conversation LlavaProcessor users write. */
-function llavaConversation(question: string): unknown[] {
+function llavaConversation(question: string): ChatMessage[] {
   return [{ role: 'user', content: [{ type: 'image' }, { type: 'text', text: question }] }];
 }
 
@@ -93,9 +99,9 @@ class CompiledTemplate {
     }
   }
 
-  render(question: string): string {
+  render(messages: ChatMessage[]): string {
     try {
-      return this.template.render({ ...this.specialTokens, messages: llavaConversation(question), tools: null, documents: null, add_generation_prompt: true });
+      return this.template.render({ ...this.specialTokens, messages, tools: null, documents: null, add_generation_prompt: true });
     } catch (err) {
       throw new CorematchingError(`chat template failed to render: ${(err as Error).message}`, this.file);
     }
@@ -125,13 +131,28 @@ export class PromptTemplate {
     if (tokenizerTemplate !== null) {
       const compiled = new CompiledTemplate({ template: tokenizerTemplate, file: tokenizerFile }, specialTokens);
       // A text-only template would silently drop the image: use it only if it renders the placeholder.
-      if (compiled.render('?').includes(imageToken)) return new PromptTemplate(compiled, fallbackTemplate);
+      if (compiled.render(llavaConversation('?')).includes(imageToken)) return new PromptTemplate(compiled, fallbackTemplate);
     }
     return new PromptTemplate(null, fallbackTemplate);
   }
 
   render(question: string): string {
-    return this.compiled === null ? this.fallbackTemplate.split('{question}').join(question) : this.compiled.render(question);
+    return this.compiled === null ? this.fallbackTemplate.split('{question}').join(question) : this.compiled.render(llavaConversation(question));
+  }
+
+  /**
+   * A whole conversation (system, user and assistant turns, one image part somewhere) ending in a
+   * generation prompt. Without a chat template only one user turn (text and the image) can be
+   * rendered, into the fallback format.
+   */
+  renderConversation(messages: ChatMessage[]): string {
+    if (this.compiled !== null) return this.compiled.render(messages);
+    if (messages.length !== 1 || messages[0]!.role !== 'user') {
+      throw new CorematchingError('this checkpoint has no chat template, so a conversation can only be one user message');
+    }
+    const content = messages[0]!.content;
+    const text = typeof content === 'string' ? content : content.map((part) => (part.type === 'text' ? part.text : '')).join('\n');
+    return this.render(text);
   }
 }
 

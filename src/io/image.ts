@@ -25,7 +25,7 @@ export interface RgbImage {
  * names the image in errors (defaults to the path). The EXIF orientation is applied; alpha is
  * dropped without compositing and grey is replicated to three channels, as PIL's convert("RGB").
  */
-export async function decodeImage(input: string | Uint8Array, label?: string): Promise<RgbImage> {
+export async function decodeImage(input: string | Uint8Array, label?: string, maxPixels = MAX_IMAGE_PIXELS): Promise<RgbImage> {
   const name = label ?? (typeof input === 'string' ? input : '<image bytes>');
   let bytes: Uint8Array;
   if (typeof input === 'string') {
@@ -38,7 +38,7 @@ export async function decodeImage(input: string | Uint8Array, label?: string): P
   try {
     // PIL ignores embedded ICC profiles, so sharp must not colour-manage either; toColourspace
     // ('srgb') turns grey into RGB and 16-bit samples into 8-bit.
-    const { data, info } = await sharp(bytes, { autoOrient: true, ignoreIcc: true, limitInputPixels: MAX_IMAGE_PIXELS })
+    const { data, info } = await sharp(bytes, { autoOrient: true, ignoreIcc: true, limitInputPixels: Math.min(maxPixels, MAX_IMAGE_PIXELS) })
       .removeAlpha()
       .toColourspace('srgb')
       .raw()
@@ -47,7 +47,7 @@ export async function decodeImage(input: string | Uint8Array, label?: string): P
     return { width: info.width, height: info.height, data: new Uint8Array(data.buffer, data.byteOffset, data.length) };
   } catch (err) {
     const message = (err as Error).message;
-    if (/pixel limit/.test(message)) throw new CorematchingError(`image has more than ${MAX_IMAGE_PIXELS} pixels, the limit`, name);
+    if (/pixel limit/.test(message)) throw new CorematchingError(`image has more than ${Math.min(maxPixels, MAX_IMAGE_PIXELS)} pixels, the limit`, name);
     throw new CorematchingError(`not a readable image (${message}); expected JPEG, PNG, WebP or another format sharp decodes`, name);
   }
 }

@@ -30,9 +30,12 @@ export interface GenerateOptions {
   policy?: PolicyName | SparsityPolicy;
   /** Options of a policy given by name (rho, beta, tokenLayer, budget, ...). */
   policyOptions?: Partial<PolicyOptions>;
+  /** Stops the request: before it starts, between prefill and decoding, or at the next token;
+   * generate() then rejects with the signal's reason. */
+  signal?: AbortSignal;
 }
 
-const OPTION_NAMES = ['image', 'prompt', 'rawPrompt', 'maxNewTokens', 'sampling', 'ignoreEos', 'stopStrings', 'onText', 'policy', 'policyOptions'];
+const OPTION_NAMES = ['image', 'prompt', 'rawPrompt', 'maxNewTokens', 'sampling', 'ignoreEos', 'stopStrings', 'onText', 'policy', 'policyOptions', 'signal'];
 const SAMPLING_NAMES = ['doSample', 'temperature', 'topK', 'topP', 'seed'];
 
 export const isRgbImage = (x: unknown): x is RgbImage => typeof x === 'object' && x !== null && !(x instanceof Uint8Array);
@@ -84,6 +87,7 @@ export function checkGenerateOptions(options: unknown): asserts options is Gener
   if (o.onText !== undefined && typeof o.onText !== 'function') fail('onText', 'a function', o.onText);
   if (o.policy !== undefined && typeof o.policy !== 'string' && !isPlainObject(o.policy)) fail('policy', 'a policy name or a policy object', o.policy);
   if (o.policyOptions !== undefined && !isPlainObject(o.policyOptions)) fail('policyOptions', 'an object', o.policyOptions);
+  if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) fail('signal', 'an AbortSignal', o.signal);
   if (o.sampling !== undefined) {
     if (!isPlainObject(o.sampling)) fail('sampling', 'an object {doSample, temperature, topK, topP, seed}', o.sampling);
     const s = o.sampling as Record<string, unknown>;

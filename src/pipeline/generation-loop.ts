@@ -41,6 +41,7 @@ export interface LoopInput {
   eosTokenIds: Set<number>;
   stopStrings: string[];
   onText?: (text: string, tokenId: number) => void;
+  signal?: AbortSignal;
 }
 
 /** What each layer processed, for FLOP accounting. */
@@ -56,6 +57,8 @@ export interface LayerWork {
 export interface LoopOutput {
   text: string;
   tokens: number[];
+  /** 'stop': an end-of-sequence token or a stop string; 'length': maxNewTokens reached. */
+  finishReason: 'stop' | 'length';
   stats: GenerationStats;
   work: LayerWork;
 }
@@ -85,6 +88,7 @@ export async function generateTokens(input: LoopInput): Promise<LoopOutput> {
   let token = sampler.next(prefill.logits);
   const t1 = performance.now();
 
+  input.signal?.throwIfAborted();
   const ffns: (FfnWeights | undefined)[] = [];
   const ffnWidths: number[] = [];
   const cachedTokens: number[] = [];
@@ -98,12 +102,18 @@ export async function generateTokens(input: LoopInput): Promise<LoopOutput> {
 
   const tokens: number[] = [];
   const stream = new TextStream(input.tokenizer.streamDecoder(), input.stopStrings);
+  let finishReason: 'stop' | 'length' = 'stop';
   for (let position = input.promptIds.length; ; position++) {
     tokens.push(token);
     if (input.eosTokenIds.has(token)) break;
     const piece = stream.push(token);
     if (piece) input.onText?.(piece, token);
-    if (stream.stopped || tokens.length >= input.maxNewTokens) break;
+    if (stream.stopped) break;
+    if (tokens.length >= input.maxNewTokens) {
+      finishReason = 'length';
+      break;
+    }
+    input.signal?.throwIfAborted();
     token = sampler.next((await decoder.step(token, position, cache, ffns)).logits);
   }
   const t2 = performance.now();
@@ -112,6 +122,7 @@ export async function generateTokens(input: LoopInput): Promise<LoopOutput> {
   return {
     text: stream.text,
     tokens,
+    finishReason,
     work: { prefillTokens: prefill.tokensPerLayer, cachedTokens, ffnWidths },
     stats: {
       promptTokenCount: input.promptIds.length,

@@ -3,7 +3,7 @@
  * shape of transformers' LlavaProcessor): the image processor, the tokenizer, the compiled chat
  * template and the image placeholder, expanded to one image token per image feature.
  */
-import { PromptTemplate, processorImageToken } from '../io/chat-template.js';
+import { PromptTemplate, processorImageToken, type ChatMessage } from '../io/chat-template.js';
 import { CorematchingError } from '../io/errors.js';
 import { ImageProcessor } from '../io/image-processor.js';
 import type { LlavaConfig } from '../io/model-config.js';
@@ -54,6 +54,11 @@ export class LlavaProcessor {
   /** The prompt text for a question about the image: the chat template, or LLaVA-1.5's format. */
   renderPrompt(question: string): string {
     return this.template.render(question);
+  }
+
+  /** The prompt text of a whole conversation through the chat template. */
+  renderConversation(messages: ChatMessage[]): string {
+    return this.template.renderConversation(messages);
   }
 
   /** Token ids of a prompt text holding one image placeholder, expanded to the image tokens. */

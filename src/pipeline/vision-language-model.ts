@@ -48,6 +48,8 @@ export interface GenerateResult {
   text: string;
   /** New token ids, the stop token included when one ended generation. */
   tokens: number[];
+  /** 'stop': an end-of-sequence token or a stop string ended it; 'length': maxNewTokens did. */
+  finishReason: 'stop' | 'length';
   promptTokens: number[];
   imageTokens: number;
   stats: GenerationStats & { preprocessMs: number; visionMs: number; firstTokenMs: number };
@@ -110,6 +112,7 @@ export class VisionLanguageModel {
   private async generateNow(options: GenerateOptions): Promise<GenerateResult> {
     if (this.released) throw new CorematchingError('generate() after release(): load the model again');
     checkGenerateOptions(options);
+    options.signal?.throwIfAborted();
     const maxNewTokens = options.maxNewTokens ?? this.generationConfig.maxNewTokens ?? 128;
     if (!Number.isInteger(maxNewTokens) || maxNewTokens < 1) throw new CorematchingError(`max new tokens must be a positive integer, got ${maxNewTokens}`);
     const sampling = this.sampling(options.sampling);
@@ -146,10 +149,12 @@ export class VisionLanguageModel {
       eosTokenIds: eos,
       stopStrings: options.stopStrings ?? [],
       ...(options.onText ? { onText: options.onText } : {}),
+      ...(options.signal ? { signal: options.signal } : {}),
     });
     return {
       text: generated.text,
       tokens: generated.tokens,
+      finishReason: generated.finishReason,
       promptTokens: prompt.ids,
       imageTokens,
       stats: { ...generated.stats, preprocessMs: t1 - t0, visionMs: t2 - t1, firstTokenMs: t2 - t0 + generated.stats.prefillMs },
