@@ -95,7 +95,18 @@ export class CorematchingServer {
   private model: VisionLanguageModel | null = null;
   private loadError: Error | null = null;
   private pending = 0;
+  private cancelled = 0;
   private readonly server: http.Server;
+
+  /** Requests waiting or running. */
+  get pendingRequests(): number {
+    return this.pending;
+  }
+
+  /** Generations stopped because their client disconnected. */
+  get cancelledRequests(): number {
+    return this.cancelled;
+  }
 
   private constructor(private readonly options: ServerOptions) {
     this.server = http.createServer((req, res) => {
@@ -230,6 +241,7 @@ export class CorematchingServer {
         ...(r.stream ? { onText: (text: string) => res.write(chunk({ content: text }, null)) } : {}),
       });
     } catch (err) {
+      if (signal.aborted && signal.reason instanceof ApiError && signal.reason.status === 499) this.cancelled++;
       const apiError = signal.aborted && !(signal.reason instanceof ApiError)
         ? new ApiError(504, `generation took longer than ${o.timeoutSeconds} s (--timeout)`, 'server_error', null, 'timeout')
         : toApiError(err);
