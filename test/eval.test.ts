@@ -69,3 +69,23 @@ test('token-level F1 scores words as multisets, after normalization', () => {
   assert.equal(tokenF1('', ''), 1);
   assert.equal(tokenF1('', 'red'), 0);
 });
+
+test('eval --sweep runs the listed policies and budgets and writes the table with F1 columns', () => {
+  const dir = evalSet([
+    JSON.stringify({ image: 'cat.png', question: 'What color is the cat?', answer: 'orange', type: 'color' }),
+    JSON.stringify({ image: 'cat.png', question: 'List the animals.', answer: 'one orange cat', type: 'list' }),
+  ]);
+  const out = path.join(tempDir('cm-sweep-'), 'sweep');
+  const r = spawnSync(process.execPath, [cli, 'eval', '--model', fixturePath('models', 'clip-llama'), '--data', dir, '--sweep', '--policies', 'dense,fastv,random', '--budgets', 'knee,8,25%', '--token-layer', '1', '--out', out], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  const md = fs.readFileSync(`${out}.md`, 'utf8');
+  assert.match(md, /\| list \(F1\) \|/);
+  const rows = md.split('\n').filter((l) => /^\| (dense|fastv|random) \|/.test(l));
+  assert.deepEqual(rows.map((l) => l.split('|').slice(1, 3).map((c) => c.trim()).join(' ')), ['dense -', 'fastv knee', 'fastv 8', 'fastv 25%', 'random knee', 'random 8', 'random 25%']);
+  const json = JSON.parse(fs.readFileSync(`${out}.json`, 'utf8')) as { rows: { report: { meanKeptImageTokens: number } | null }[] };
+  assert.equal(json.rows[2]!.report!.meanKeptImageTokens, 8);
+  assert.equal(json.rows[3]!.report!.meanKeptImageTokens, 16);
+  const bad = spawnSync(process.execPath, [cli, 'eval', '--data', dir, '--sweep', '--budgets', '16,150%'], { encoding: 'utf8' });
+  assert.equal(bad.status, 1);
+  assert.match(bad.stderr, /--budgets must list knee, counts >= 1 or percentages in \(0%, 100%\), got "150%"/);
+});
