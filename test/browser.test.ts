@@ -48,3 +48,28 @@ test('the serve page streams an answer and draws the kept-token map', { skip: CH
     await server.close();
   }
 });
+
+test('an analysis report renders offline in chromium: tables, and every picture decoded', { skip: CHROMIUM === undefined ? 'no chromium installed (apt-get install chromium)' : false }, async () => {
+  const { spawnSync } = await import('node:child_process');
+  const { fileURLToPath } = await import('node:url');
+  const path = await import('node:path');
+  const { tempDir } = await import('./helpers.js');
+  const file = path.join(tempDir('cm-report-'), 'orthogonality.html');
+  const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+  const r = spawnSync(process.execPath, [cli, 'analyze', 'orthogonality', '--model', fixturePath('models', 'clip-llama'), '--report', file], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  const browser = await puppeteer.launch({ executablePath: CHROMIUM!, headless: true, args: ['--no-sandbox', '--disable-gpu'] });
+  try {
+    const page = await browser.newPage();
+    const requests: string[] = [];
+    page.on('request', (req) => requests.push(req.url()));
+    await page.goto(`file://${file}`, { waitUntil: 'load' });
+    const images = await page.$$eval('img', (imgs) => imgs.map((i) => (i as HTMLImageElement).naturalWidth));
+    assert.equal(images.length, 2);
+    assert.ok(images.every((w) => w > 0), 'every picture decodes');
+    assert.equal(await page.$$eval('tbody tr', (rows) => rows.length), 3);
+    assert.ok(requests.every((u) => u.startsWith('file:') || u.startsWith('data:')), `fetched ${requests.join(', ')}`);
+  } finally {
+    await browser.close();
+  }
+});
