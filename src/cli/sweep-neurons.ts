@@ -75,6 +75,7 @@ export function sweepNeuronsCommand(program: Command): void {
         { name: 'accuracy', points: sparse.map((r) => [100 * r.report.meanDecodeFfnShare, 100 * r.report.accuracy]) },
         { name: 'token F1', points: sparse.map((r) => [100 * r.report.meanDecodeFfnShare, 100 * r.report.f1]) },
         { name: 'dense accuracy', points: sparse.map((r) => [100 * r.report.meanDecodeFfnShare, 100 * dense.accuracy]), dashed: true },
+        { name: 'dense token F1', points: sparse.map((r) => [100 * r.report.meanDecodeFfnShare, 100 * dense.f1]), dashed: true },
       ],
     });
     const png = await svgToPng(chart);

@@ -48,7 +48,7 @@ function axes(xs: number[], ys: [number, number], xLabel: string, yLabel: string
   const plotH = HEIGHT - MARGIN.top - MARGIN.bottom;
   const x = (v: number) => MARGIN.left + (x1 === x0 ? plotW / 2 : ((v - x0) / (x1 - x0)) * plotW);
   const y = (v: number) => MARGIN.top + plotH - ((v - y0) / (y1 - y0 || 1)) * plotH;
-  const xt = xTickLabels ? xs : ticks(x0, x1, Math.min(10, Math.max(1, xs.length - 1)));
+  const xt = xTickLabels ? xs : ticks(x0, x1, Math.min(10, Math.max(4, xs.length - 1)));
   let svg = `<line x1="${MARGIN.left}" y1="${MARGIN.top + plotH}" x2="${MARGIN.left + plotW}" y2="${MARGIN.top + plotH}" stroke="#333"/>`;
   svg += `<line x1="${MARGIN.left}" y1="${MARGIN.top}" x2="${MARGIN.left}" y2="${MARGIN.top + plotH}" stroke="#333"/>`;
   for (const t of yt) svg += `<line x1="${MARGIN.left}" x2="${MARGIN.left + plotW}" y1="${y(t)}" y2="${y(t)}" stroke="#ddd"/><text x="${MARGIN.left - 6}" y="${y(t) + 4}" text-anchor="end">${fmt(t)}</text>`;
