@@ -93,6 +93,14 @@ describe('serve', () => {
     await expectError(post({ messages: question('word '.repeat(300)) }), 400, 'more than the limit of 400');
     await expectError(post({ messages: question('q'), max_tokens: 1000 }), 400, "server's limit of 64");
     await expectError(post(JSON.stringify({ messages: question('x'.repeat(2 ** 20)) })), 413, 'larger than');
+    // Without a Content-Length (chunked), the limit is found while reading.
+    const chunked = new ReadableStream({
+      start(controller) {
+        for (let i = 0; i < 3; i++) controller.enqueue(new TextEncoder().encode('x'.repeat(2 ** 19)));
+        controller.close();
+      },
+    });
+    await expectError(fetch(`${server.url}/v1/chat/completions`, { method: 'POST', headers: { Authorization: 'Bearer secret' }, body: chunked, duplex: 'half' } as RequestInit), 413, 'larger than');
     await expectError(fetch(`${server.url}/v1/nothing`), 404, 'no route');
     await expectError(fetch(`${server.url}/v1/chat/completions`), 405, 'takes POST');
   });

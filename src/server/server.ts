@@ -58,7 +58,9 @@ function readBody(req: http.IncomingMessage, limit: number): Promise<Buffer> {
       size += chunk.length;
       if (size > limit) {
         reject(new ApiError(413, `the request body is larger than ${limit} bytes (--max-body-mb)`, 'invalid_request_error', null, 'body_too_large'));
-        req.destroy();
+        // Answer at once and discard the rest as it arrives, so the client reads the 413.
+        req.removeAllListeners('data');
+        req.resume();
         return;
       }
       chunks.push(chunk);
