@@ -49,7 +49,7 @@ function policyList(value: string): PolicyName[] {
   });
 }
 
-const pct = (x: number) => `${(100 * x).toFixed(1)}`;
+export const pct = (x: number) => `${(100 * x).toFixed(1)}`;
 
 function summary(r: EvalReport): string {
   const types = Object.entries(r.perType)

@@ -10,6 +10,7 @@ import { readEvalSet } from '../io/eval-set.js';
 import { evaluate, type EvalReport } from '../pipeline/evaluate.js';
 import { lineChart, svgToPng } from '../report/charts.js';
 import { htmlReport, markdownTable, type Table } from '../report/html-report.js';
+import { pct } from './eval.js';
 import { addModelFlags, loadWithProgress, type ModelFlags } from './load-model.js';
 import { positiveInt } from './options.js';
 import { addPolicyFlags, policyFromFlags, type PolicyFlags } from './policy-flags.js';
@@ -30,8 +31,6 @@ function betaList(value: string): number[] {
     return beta;
   });
 }
-
-const pct = (x: number) => (100 * x).toFixed(1);
 
 export function sweepNeuronsCommand(program: Command): void {
   const command = addModelFlags(program.command('sweep-neurons').description("Accuracy and decode speed against the share of FFN neurons kept (the paper's Table 1)."), 'checkpoint folder (default: the shipped model)')

@@ -15,6 +15,7 @@ import type {
   VisionConfig,
   VisionModelType,
 } from './model-config.js';
+import { isPlainObject } from '../util/plain-object.js';
 
 type Json = Record<string, unknown>;
 
@@ -172,7 +173,7 @@ export function loadLlavaConfig(dir: string): LlavaConfig {
 }
 
 function parseVision(sub: unknown, file: string): VisionConfig {
-  if (sub !== undefined && sub !== null && !isObject(sub)) {
+  if (sub !== undefined && sub !== null && !isPlainObject(sub)) {
     throw new CorematchingError(`vision_config is ${JSON.stringify(sub)}; expected an object`, file);
   }
   const obj = sub ?? {};
@@ -200,7 +201,7 @@ function parseVision(sub: unknown, file: string): VisionConfig {
 }
 
 function parseText(sub: unknown, file: string): TextConfig {
-  if (sub !== undefined && sub !== null && !isObject(sub)) {
+  if (sub !== undefined && sub !== null && !isPlainObject(sub)) {
     throw new CorematchingError(`text_config is ${JSON.stringify(sub)}; expected an object`, file);
   }
   const f = new Fields(sub ?? {}, 'text_config.', file);
@@ -259,14 +260,14 @@ function parseText(sub: unknown, file: string): TextConfig {
  */
 function ropeTheta(f: Fields): number {
   const scaling = f.raw('rope_scaling');
-  const useScaling = isObject(scaling) && Object.keys(scaling).length > 0;
+  const useScaling = isPlainObject(scaling) && Object.keys(scaling).length > 0;
   const key = useScaling ? 'rope_scaling' : 'rope_parameters';
   const params = useScaling ? scaling : f.raw('rope_parameters');
   const fallback = f.positive('rope_theta', DEFAULT_ROPE_THETA);
   if (params === undefined || params === null) return fallback;
-  if (!isObject(params)) f.fail(key, params, 'an object such as {"rope_type": "default", "rope_theta": 10000}');
+  if (!isPlainObject(params)) f.fail(key, params, 'an object such as {"rope_type": "default", "rope_theta": 10000}');
   const p = params as Json;
-  if (Object.values(p).some(isObject)) {
+  if (Object.values(p).some(isPlainObject)) {
     f.fail(key, p, 'a single RoPE setting; per-layer-type RoPE is not supported');
   }
   const ropeType = p.rope_type ?? p.type ?? 'default';
@@ -293,10 +294,6 @@ function featureLayers(top: Fields, numLayers: number): number[] {
     );
   }
   return (list as number[]).map((i) => (i < 0 ? i + numLayers + 1 : i));
-}
-
-function isObject(v: unknown): v is Json {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
 /** Typed reads of one config object; errors name the dotted field path, the value and what was expected. */

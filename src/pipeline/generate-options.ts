@@ -9,6 +9,7 @@ import type { PolicyName } from '../sparsity/create-policy.js';
 import type { PolicyOptions } from '../sparsity/options.js';
 import type { SparsityPolicy } from '../sparsity/policy.js';
 import type { SamplingOptions } from './sampling.js';
+import { isPlainObject } from '../util/plain-object.js';
 
 export interface GenerateOptions {
   /** A file path, encoded image bytes (JPEG/PNG/WebP), or decoded RGB pixels. */
@@ -40,7 +41,6 @@ const SAMPLING_NAMES = ['doSample', 'temperature', 'topK', 'topP', 'seed'];
 
 export const isRgbImage = (x: unknown): x is RgbImage => typeof x === 'object' && x !== null && !(x instanceof Uint8Array);
 
-const isPlainObject = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
 
 function describe(x: unknown): string {
   if (x === null) return 'null';

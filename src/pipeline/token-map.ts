@@ -3,6 +3,7 @@
  * beside a heat map of the image-token scores with the kept tokens outlined, and a caption.
  */
 import sharp from 'sharp';
+import { escapeMarkup } from '../report/markup.js';
 import type { RgbImage } from '../io/image.js';
 
 export interface TokenMap {
@@ -34,7 +35,6 @@ function heatColour(t: number): [number, number, number] {
   return [0, 1, 2].map((c) => Math.round(a[c]! + f * (b[c]! - a[c]!))) as [number, number, number];
 }
 
-const escapeXml = (s: string) => s.replace(/[<>&"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
 export async function renderTokenMap(m: TokenMap): Promise<Buffer> {
   const { view, grid, patch } = m;
@@ -68,7 +68,7 @@ export async function renderTokenMap(m: TokenMap): Promise<Buffer> {
       m.caption
         .split('\n')
         .slice(0, 2)
-        .map((line, i) => `<text x="${gap}" y="${22 + 22 * i}">${escapeXml(line)}</text>`)
+        .map((line, i) => `<text x="${gap}" y="${22 + 22 * i}">${escapeMarkup(line)}</text>`)
         .join('') +
       '</svg>',
   );

@@ -3,6 +3,7 @@
  * wanted: a line chart (one line per series), a stacked bar chart and a heat map.
  */
 import sharp from 'sharp';
+import { escapeMarkup } from './markup.js';
 
 const WIDTH = 720;
 const HEIGHT = 400;
@@ -10,7 +11,6 @@ const MARGIN = { left: 64, right: 210, top: 40, bottom: 52 };
 /** Distinguishable on white and in greyscale (Okabe-Ito). */
 export const PALETTE = ['#0072B2', '#D55E00', '#009E73', '#CC79A7', '#E69F00', '#56B4E9', '#000000'];
 
-const escapeXml = (s: string) => s.replace(/[<>&"']/g, (c) => `&#${c.charCodeAt(0)};`);
 const fmt = (x: number) => (Math.abs(x) >= 100 || Number.isInteger(x) ? x.toFixed(0) : Math.abs(x) >= 1 ? x.toFixed(1) : x.toPrecision(2));
 
 export interface Series {
@@ -31,7 +31,7 @@ function ticks(lo: number, hi: number, count = 5): number[] {
 
 function frame(title: string, body: string): string {
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${WIDTH}" height="${HEIGHT}" viewBox="0 0 ${WIDTH} ${HEIGHT}" font-family="DejaVu Sans, Arial, sans-serif" font-size="12">` +
-    `<rect width="100%" height="100%" fill="white"/><text x="${WIDTH / 2}" y="22" text-anchor="middle" font-size="15">${escapeXml(title)}</text>${body}</svg>`;
+    `<rect width="100%" height="100%" fill="white"/><text x="${WIDTH / 2}" y="22" text-anchor="middle" font-size="15">${escapeMarkup(title)}</text>${body}</svg>`;
 }
 
 interface Axes {
@@ -53,10 +53,10 @@ function axes(xs: number[], ys: [number, number], xLabel: string, yLabel: string
   svg += `<line x1="${MARGIN.left}" y1="${MARGIN.top}" x2="${MARGIN.left}" y2="${MARGIN.top + plotH}" stroke="#333"/>`;
   for (const t of yt) svg += `<line x1="${MARGIN.left}" x2="${MARGIN.left + plotW}" y1="${y(t)}" y2="${y(t)}" stroke="#ddd"/><text x="${MARGIN.left - 6}" y="${y(t) + 4}" text-anchor="end">${fmt(t)}</text>`;
   xt.forEach((t, i) => {
-    svg += `<text x="${x(t)}" y="${MARGIN.top + plotH + 16}" text-anchor="middle">${escapeXml(xTickLabels ? xTickLabels[i]! : fmt(t))}</text>`;
+    svg += `<text x="${x(t)}" y="${MARGIN.top + plotH + 16}" text-anchor="middle">${escapeMarkup(xTickLabels ? xTickLabels[i]! : fmt(t))}</text>`;
   });
-  svg += `<text x="${MARGIN.left + plotW / 2}" y="${HEIGHT - 12}" text-anchor="middle">${escapeXml(xLabel)}</text>`;
-  svg += `<text transform="translate(16 ${MARGIN.top + plotH / 2}) rotate(-90)" text-anchor="middle">${escapeXml(yLabel)}</text>`;
+  svg += `<text x="${MARGIN.left + plotW / 2}" y="${HEIGHT - 12}" text-anchor="middle">${escapeMarkup(xLabel)}</text>`;
+  svg += `<text transform="translate(16 ${MARGIN.top + plotH / 2}) rotate(-90)" text-anchor="middle">${escapeMarkup(yLabel)}</text>`;
   return { x, y, svg };
 }
 
@@ -68,7 +68,7 @@ function legend(entries: { name: string; color: string; dashed?: boolean; box?: 
       const mark = e.box
         ? `<rect x="${left}" y="${top - 8}" width="18" height="10" fill="${e.color}"/>`
         : `<line x1="${left}" x2="${left + 18}" y1="${top - 4}" y2="${top - 4}" stroke="${e.color}" stroke-width="2"${e.dashed ? ' stroke-dasharray="5 3"' : ''}/>`;
-      return `${mark}<text x="${left + 24}" y="${top}">${escapeXml(e.name)}</text>`;
+      return `${mark}<text x="${left + 24}" y="${top}">${escapeMarkup(e.name)}</text>`;
     })
     .join('');
 }
@@ -104,7 +104,7 @@ export function stackedBarChart(o: { title: string; yLabel: string; categories: 
       base += v;
     });
     bars += `<text x="${a.x(i)}" y="${a.y(base) - 6}" text-anchor="middle">${fmt(base)}</text>`;
-    bars += `<text x="${a.x(i)}" y="${HEIGHT - MARGIN.bottom + 16}" text-anchor="middle">${escapeXml(category)}</text>`;
+    bars += `<text x="${a.x(i)}" y="${HEIGHT - MARGIN.bottom + 16}" text-anchor="middle">${escapeMarkup(category)}</text>`;
   });
   // The numeric x ticks of `axes` mean nothing here: draw over them with the background.
   const cover = `<rect x="${MARGIN.left + 1}" y="${HEIGHT - MARGIN.bottom + 2}" width="${WIDTH - MARGIN.left - MARGIN.right}" height="20" fill="white"/>`;

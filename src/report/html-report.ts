@@ -2,7 +2,7 @@
  * One self-contained HTML page per analysis (`--report FILE.html`): the command that made it, its
  * tables and its pictures inline (PNG data URLs), no scripts, fonts or links to fetch.
  */
-const escapeHtml = (s: string) => s.replace(/[<>&"]/g, (c) => `&#${c.charCodeAt(0)};`);
+import { escapeMarkup } from './markup.js';
 
 export interface Table {
   head: string[];
@@ -25,19 +25,19 @@ export interface ReportSection {
 export function htmlReport(title: string, command: string, sections: ReportSection[]): string {
   const body = sections
     .map((s) => {
-      let html = `<h2>${escapeHtml(s.heading)}</h2>`;
-      for (const p of s.text ?? []) html += `<p>${escapeHtml(p)}</p>`;
+      let html = `<h2>${escapeMarkup(s.heading)}</h2>`;
+      for (const p of s.text ?? []) html += `<p>${escapeMarkup(p)}</p>`;
       if (s.table) {
-        html += `<table><thead><tr>${s.table.head.map((h) => `<th>${escapeHtml(h)}</th>`).join('')}</tr></thead><tbody>`;
-        html += s.table.rows.map((r) => `<tr>${r.map((c) => `<td>${escapeHtml(String(c))}</td>`).join('')}</tr>`).join('');
+        html += `<table><thead><tr>${s.table.head.map((h) => `<th>${escapeMarkup(h)}</th>`).join('')}</tr></thead><tbody>`;
+        html += s.table.rows.map((r) => `<tr>${r.map((c) => `<td>${escapeMarkup(String(c))}</td>`).join('')}</tr>`).join('');
         html += '</tbody></table>';
       }
-      for (const p of s.pictures ?? []) html += `<img alt="${escapeHtml(p.alt)}" src="data:image/png;base64,${p.png.toString('base64')}">`;
+      for (const p of s.pictures ?? []) html += `<img alt="${escapeMarkup(p.alt)}" src="data:image/png;base64,${p.png.toString('base64')}">`;
       return `<section>${html}</section>`;
     })
     .join('\n');
   return `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>${escapeHtml(title)}</title>
+<html lang="en"><head><meta charset="utf-8"><title>${escapeMarkup(title)}</title>
 <style>
 body { font-family: system-ui, sans-serif; max-width: 980px; margin: 2em auto; padding: 0 1em; color: #222; }
 code { background: #f3f3f3; padding: 2px 4px; }
@@ -46,8 +46,8 @@ th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
 th { background: #f3f3f3; }
 img { display: block; max-width: 100%; margin: 1em 0; }
 </style></head>
-<body><h1>${escapeHtml(title)}</h1>
-<p>Made by <code>${escapeHtml(command)}</code> on ${new Date().toISOString().slice(0, 10)}.</p>
+<body><h1>${escapeMarkup(title)}</h1>
+<p>Made by <code>${escapeMarkup(command)}</code> on ${new Date().toISOString().slice(0, 10)}.</p>
 ${body}
 </body></html>
 `;

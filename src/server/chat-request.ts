@@ -6,6 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { ChatMessage } from '../io/chat-template.js';
+import { isPlainObject } from '../util/plain-object.js';
 import type { SamplingOptions } from '../pipeline/sampling.js';
 import { isPolicyName, POLICY_NAMES, type PolicyName } from '../sparsity/create-policy.js';
 import type { PolicyOptions } from '../sparsity/options.js';
@@ -32,7 +33,6 @@ export interface RequestLimits {
 }
 
 type Json = Record<string, unknown>;
-const isObject = (x: unknown): x is Json => typeof x === 'object' && x !== null && !Array.isArray(x);
 
 const KNOWN_FIELDS = new Set([
   'model', 'messages', 'max_tokens', 'max_completion_tokens', 'temperature', 'top_p', 'seed', 'stop', 'stream', 'stream_options',
@@ -71,13 +71,13 @@ function contentParts(content: unknown, param: string, images: Uint8Array[], lim
   if (!Array.isArray(content)) throw badRequest('content must be a string or a list of parts', param);
   return content.map((part: unknown, i) => {
     const p = `${param}[${i}]`;
-    if (!isObject(part)) throw badRequest('a content part must be an object', p);
+    if (!isPlainObject(part)) throw badRequest('a content part must be an object', p);
     if (part.type === 'text') {
       if (typeof part.text !== 'string') throw badRequest('a text part needs a string "text"', `${p}.text`);
       return { type: 'text' as const, text: part.text };
     }
     if (part.type === 'image_url') {
-      const url = isObject(part.image_url) ? part.image_url.url : part.image_url;
+      const url = isPlainObject(part.image_url) ? part.image_url.url : part.image_url;
       images.push(imageBytes(url, `${p}.image_url`, limits));
       return { type: 'image' as const };
     }
@@ -87,7 +87,7 @@ function contentParts(content: unknown, param: string, images: Uint8Array[], lim
 
 function policyExtension(value: unknown): { policy: PolicyName | undefined; policyOptions: Partial<PolicyOptions> } {
   if (value === undefined || value === null) return { policy: undefined, policyOptions: {} };
-  if (!isObject(value)) throw badRequest('corematching must be an object {policy, budget, rho, ...}', 'corematching');
+  if (!isPlainObject(value)) throw badRequest('corematching must be an object {policy, budget, rho, ...}', 'corematching');
   const { policy, ...policyOptions } = value;
   if (policy !== undefined && (typeof policy !== 'string' || !isPolicyName(policy))) {
     throw badRequest(`corematching.policy must be one of ${POLICY_NAMES.join(', ')}, got ${JSON.stringify(policy)}`, 'corematching.policy');
@@ -96,14 +96,14 @@ function policyExtension(value: unknown): { policy: PolicyName | undefined; poli
 }
 
 export function parseChatRequest(body: unknown, limits: RequestLimits): ChatRequest {
-  if (!isObject(body)) throw badRequest('the request body must be a JSON object');
+  if (!isPlainObject(body)) throw badRequest('the request body must be a JSON object');
   for (const key of Object.keys(body)) if (!KNOWN_FIELDS.has(key)) throw badRequest(`unknown field ${JSON.stringify(key)}`, key);
   if (body.n !== undefined && body.n !== null && body.n !== 1) throw unsupported('only n = 1 is supported', 'n');
   if (!Array.isArray(body.messages) || body.messages.length === 0) throw badRequest('messages must be a non-empty list', 'messages');
   const images: Uint8Array[] = [];
   const messages: ChatMessage[] = body.messages.map((m: unknown, i) => {
     const param = `messages[${i}]`;
-    if (!isObject(m)) throw badRequest('a message must be an object {role, content}', param);
+    if (!isPlainObject(m)) throw badRequest('a message must be an object {role, content}', param);
     if (m.role !== 'system' && m.role !== 'user' && m.role !== 'assistant') {
       throw (m.role === 'tool' || m.role === 'developer' || m.role === 'function' ? unsupported : badRequest)(`role must be system, user or assistant, got ${JSON.stringify(m.role)}`, `${param}.role`);
     }
@@ -127,6 +127,6 @@ export function parseChatRequest(body: unknown, limits: RequestLimits): ChatRequ
   if (stop.length > 4 || !stop.every((s) => typeof s === 'string' && s.length > 0)) throw badRequest('stop must hold up to 4 non-empty strings', 'stop');
 
   if (body.stream !== undefined && body.stream !== null && typeof body.stream !== 'boolean') throw badRequest('stream must be true or false', 'stream');
-  const includeUsage = isObject(body.stream_options) && body.stream_options.include_usage === true;
+  const includeUsage = isPlainObject(body.stream_options) && body.stream_options.include_usage === true;
   return { messages, image: images[0]!, maxTokens, sampling, stop, stream: body.stream === true, includeUsage, ...policyExtension(body.corematching) };
 }
