@@ -127,7 +127,7 @@ const o = program.opts<{
 const formats = o.weights.split(',') as WeightFormat[];
 const ggufDir = o.llamaCpp === false ? null : typeof o.llamaCpp === 'string' ? o.llamaCpp : `${o.model.replace(/\/$/, '')}-gguf`;
 /** The llama.cpp file compared with each of this engine's formats (same bit width). */
-const GGUF_OF: Record<WeightFormat, string> = { fp32: 'f32', int8: 'q8_0' };
+const GGUF_OF: Record<WeightFormat, string> = { fp32: 'f32', int8: 'q8_0', int4: 'q4_0' };
 const GGUF_KINDS = ['f32', 'q8_0', 'q4_0'];
 
 const ceilings = await measureCeilings(o.threads);

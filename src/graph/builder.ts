@@ -1,9 +1,9 @@
 /**
- * A small ONNX graph builder: name values, add nodes, serialise a ModelProto. Weights are graph
- * inputs rather than initializers, so one graph serves every layer of a kind and per-request
- * compact weights (core neurons) feed the same session (measured on this project's machines:
- * onnxruntime-node does not copy input tensors, and they run at nearly the speed of pre-packed
- * initializers).
+ * A small ONNX graph builder: name values, add nodes, serialise a ModelProto. Weights are declared
+ * as graph inputs, so one graph can serve every layer of a kind and take per-request compact
+ * weights (core neurons); `toBytes(baked)` turns the inputs it is given data for into
+ * initializers instead, so ONNX Runtime can pre-pack them (its 4-bit product runs ~60x slower on
+ * a weight fed as an input, measured in bench/kernels.ts).
  */
 import { AttributeType, DataType, ModelProto, type ElemType } from './onnx-proto.js';
 
@@ -46,6 +46,16 @@ function valueInfo(name: string, elemType: ElemType, shape: Dim[]): object {
     },
   };
 }
+
+/** Data for an input `toBytes` bakes in: an ort.Tensor fits. */
+export interface BakedTensor {
+  readonly type: string;
+  readonly dims: readonly number[];
+  /** An ArrayBufferView (ort.Tensor's type also admits string arrays, which cannot be baked). */
+  readonly data: unknown;
+}
+
+const BAKED_TYPES: Record<string, ElemType> = { float32: 'float', int8: 'int8', uint8: 'uint8' };
 
 export class GraphBuilder {
   private readonly nodes: NodeSpec[] = [];
@@ -108,7 +118,27 @@ export class GraphBuilder {
     return this.node(opType, input, attrs)[0]!;
   }
 
-  toBytes(): Uint8Array {
+  /**
+   * The serialised model; inputs named in `baked` become initializers holding that data (its
+   * declared element type must match).
+   */
+  toBytes(baked: Readonly<Record<string, BakedTensor>> = {}): Uint8Array {
+    const inputs: object[] = [];
+    const initializers = [...this.initializers];
+    for (const info of this.inputs as { name: string; type: { tensorType: { elemType: number } } }[]) {
+      const tensor = baked[info.name];
+      if (tensor === undefined) {
+        inputs.push(info);
+        continue;
+      }
+      const elemType = BAKED_TYPES[tensor.type];
+      const dataType = elemType === undefined ? undefined : DataType[elemType];
+      if (dataType !== info.type.tensorType.elemType || !ArrayBuffer.isView(tensor.data)) {
+        throw new Error(`${info.name}: a ${tensor.type} tensor for an input declared as type ${info.type.tensorType.elemType}`);
+      }
+      const { buffer, byteOffset, byteLength } = tensor.data;
+      initializers.push({ name: info.name, dims: tensor.dims, dataType, rawData: new Uint8Array(buffer, byteOffset, byteLength) });
+    }
     const model = ModelProto.create({
       irVersion: 8,
       producerName: 'corematching',
@@ -120,9 +150,9 @@ export class GraphBuilder {
       graph: {
         name: this.name,
         node: this.nodes,
-        input: this.inputs,
+        input: inputs,
         output: this.outputs,
-        initializer: this.initializers,
+        initializer: initializers,
       },
     });
     return ModelProto.encode(model).finish();

@@ -10,13 +10,21 @@ export function linear(g: GraphBuilder, x: string, w: string, b?: string): strin
   return g.op('Gemm', b === undefined ? [x, w] : [x, w, b], { transB: 1 });
 }
 
-/** How a model holds its linear weights: fp32, or int8 with one scale per output (quantize.ts). */
-export type WeightFormat = 'fp32' | 'int8';
+/** Inputs per int4 block (one scale each): MatMulNBits' block_size. */
+export const INT4_BLOCK = 32;
+
+/**
+ * How a model holds its linear weights (quantize.ts): fp32; int8 with one scale per output;
+ * int4 in blocks of 32 inputs with a scale each.
+ */
+export type WeightFormat = 'fp32' | 'int8' | 'int4';
 
 /**
  * x @ W^T + b for the weight the graph takes as input `name`, declared in `format`: fp32 W as
- * [out, in] (Hugging Face's layout; `transposed`: held as [in, out]), or int8 B = W^T [in, out]
- * with scales `${name}_scale` [out], run by ONNX Runtime's DynamicQuantizeMatMul.
+ * [out, in] (Hugging Face's layout; `transposed`: held as [in, out]); int8 B = W^T [in, out]
+ * with scales `${name}_scale` [out], run by ONNX Runtime's DynamicQuantizeMatMul; or int4 W
+ * [out, blocks, 16] with `${name}_scale` [out * blocks] (always W's own orientation), run by
+ * MatMulNBits with int8 compute (accuracy_level 4). MatMulNBits is only fast on an initializer.
  */
 export function weightedLinear(
   g: GraphBuilder,
@@ -28,6 +36,14 @@ export function weightedLinear(
   b?: string,
   transposed = false,
 ): string {
+  if (format === 'int4') {
+    if (typeof out !== 'number' || typeof inFeatures !== 'number') throw new Error(`${name}: an int4 weight needs fixed dimensions`);
+    const blocks = Math.ceil(inFeatures / INT4_BLOCK);
+    const inputs = [x, g.input(name, [out, blocks, INT4_BLOCK / 2], 'uint8'), g.input(`${name}_scale`, [out * blocks])];
+    if (b !== undefined) inputs.push('', '', b);
+    const attrs = { K: inFeatures, N: out, bits: 4, block_size: INT4_BLOCK, accuracy_level: 4 };
+    return g.node('MatMulNBits', inputs, attrs, 1, 'com.microsoft')[0]!;
+  }
   if (format === 'int8') {
     const inputs = [x, g.input(name, [inFeatures, out], 'int8'), g.input(`${name}_scale`, [out])];
     if (b !== undefined) inputs.push('', b);

@@ -1,14 +1,15 @@
 /**
  * The ONNX graphs of a LLaMA / Mistral / Qwen2 decoder: one layer (RMSNorm, rotary GQA attention,
- * SwiGLU FFN) with its weights as inputs, so one session serves every layer; and the final norm
- * with the LM head.
+ * SwiGLU FFN), and the final norm with the LM head. Weights are inputs, so one session can serve
+ * every layer (the compact core-neuron FFNs), or baked in as initializers (`baked`: each layer's
+ * own session).
  *
  * The layer graph never copies the KV cache. It returns only the new tokens' keys and values
  * (the caller writes them into its preallocated cache), and attends to the cache and to the new
  * tokens as two blocks of one softmax: scores against the whole cache buffer, whose unfilled
  * slots `cache_mask` hides, beside causal scores among the new tokens.
  */
-import { GraphBuilder } from '../graph/builder.js';
+import { GraphBuilder, type BakedTensor } from '../graph/builder.js';
 import { activation, mergeHeads, rmsNorm, rotary, splitHeads, weightedLinear, type WeightFormat } from '../graph/ops.js';
 import type { TextConfig } from '../io/model-config.js';
 
@@ -30,7 +31,7 @@ export function layerGraphKey(v: LayerGraphVariant): string {
   return `layer:${v.format}:${v.withCache ? 'c' : ''}${v.ffnActivations ? 'a' : ''}${v.lastAttention ? 'p' : ''}`;
 }
 
-export function buildLayerGraph(c: TextConfig, variant: LayerGraphVariant): Uint8Array {
+export function buildLayerGraph(c: TextConfig, variant: LayerGraphVariant, baked: Readonly<Record<string, BakedTensor>> = {}): Uint8Array {
   const { hiddenSize: h, numAttentionHeads: nh, numKeyValueHeads: kvh, headDim: hd } = c;
   const group = nh / kvh;
   const g = new GraphBuilder('decoder_layer');
@@ -83,27 +84,29 @@ export function buildLayerGraph(c: TextConfig, variant: LayerGraphVariant): Uint
 
   const yn = rmsNorm(g, afterAttn, w('post_norm', [h]), c.rmsNormEps);
   // gate and up likewise: [gate; up] rows, 2 x ffn of them.
-  const gateUp = proj(yn, 'gate_up_w', 'ffn2', h, bias('gate_up_b', 'ffn2', c.mlpBias));
+  // The FFN's width is symbolic where compact FFNs feed the graph; int4 (baked only) fixes it.
+  const [ffn, ffn2] = variant.format === 'int4' ? [c.intermediateSize, 2 * c.intermediateSize] : ['ffn', 'ffn2'];
+  const gateUp = proj(yn, 'gate_up_w', ffn2, h, bias('gate_up_b', ffn2, c.mlpBias));
   const [gate, up] = g.node('Split', [gateUp], { axis: 1, num_outputs: 2 }, 2) as [string, string];
   const act = g.op('Mul', [activation(g, gate, c.hiddenAct), up]);
   // down_proj is held transposed, [ffn, hidden], so a neuron's weights are one row of each matrix.
-  const down = proj(act, 'down_t', h, 'ffn', bias('down_b', h, c.mlpBias), true);
+  const down = proj(act, 'down_t', h, ffn, bias('down_b', h, c.mlpBias), true);
   g.output('out', g.op('Add', [afterAttn, down]), ['seq', h]);
 
-  if (variant.ffnActivations) g.output('ffn_act', act, ['seq', 'ffn']);
+  if (variant.ffnActivations) g.output('ffn_act', act, ['seq', ffn]);
   if (variant.lastAttention) {
     const lastRow = g.op('Gather', [probs, g.constInt64([-1], [])], { axis: 2 });
     g.output('last_attn', g.op('Reshape', [lastRow, g.constInt64([nh, -1])]), [nh, 'keys']);
   }
-  return g.toBytes();
+  return g.toBytes(baked);
 }
 
-export function buildLmHeadGraph(c: TextConfig, format: WeightFormat): Uint8Array {
+export function buildLmHeadGraph(c: TextConfig, format: WeightFormat, baked: Readonly<Record<string, BakedTensor>> = {}): Uint8Array {
   const g = new GraphBuilder('lm_head');
   const x = g.input('x', ['rows', c.hiddenSize]);
   const norm = rmsNorm(g, x, g.input('norm', [c.hiddenSize]), c.rmsNormEps);
   g.output('logits', weightedLinear(g, norm, 'lm_w', c.vocabSize, c.hiddenSize, format), ['rows', c.vocabSize]);
-  return g.toBytes();
+  return g.toBytes(baked);
 }
 
 /** Additive causal mask among `seq` new tokens, [seq, seq]. */

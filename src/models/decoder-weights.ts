@@ -4,10 +4,12 @@
  * that each FFN neuron is one row of every FFN matrix.
  */
 import type ort from 'onnxruntime-node';
-import { tensor } from '../graph/session.js';
+import { GraphSession, tensor, type RuntimeOptions } from '../graph/session.js';
+import { CorematchingError } from '../io/errors.js';
 import type { TextConfig } from '../io/model-config.js';
 import type { WeightFormat } from '../graph/ops.js';
-import { dequantizeColumn, type Int8Weight } from './quantize.js';
+import { buildLayerGraph, buildLmHeadGraph, type LayerGraphVariant } from './decoder-graph.js';
+import { quantizeRows } from './quantize.js';
 import { linearFeeds, optionalWeight, weight, type WeightSource } from './weights.js';
 
 /** One layer's feeds, by graph input name. */
@@ -57,44 +59,113 @@ function loadLayer(source: WeightSource, p: string, c: TextConfig, format: Weigh
     ...linearFeeds('qkv_w', stacked(source, qkvNames('weight'), qkvRows, h), nh * hd + 2 * kvh * hd, h, format),
     ...linearFeeds('o_w', source.read(`${p}self_attn.o_proj.weight`, [h, nh * hd]), h, nh * hd, format),
     ...linearFeeds('gate_up_w', stacked(source, gateUp.map((n) => `${n}.weight`), [ffn, ffn], h), 2 * ffn, h, format),
-    ...linearFeeds('down_t', transpose(source.read(`${p}mlp.down_proj.weight`, [h, ffn]), h, ffn), h, ffn, format, true),
+    ...(format === 'int4'
+      ? linearFeeds('down_t', source.read(`${p}mlp.down_proj.weight`, [h, ffn]), h, ffn, format)
+      : linearFeeds('down_t', transpose(source.read(`${p}mlp.down_proj.weight`, [h, ffn]), h, ffn), h, ffn, format, true)),
   };
 }
 
-/** The token-embedding table: fp32 rows, or the int8 LM head's columns when they are tied. */
-type Embedding = { table: Float32Array } | { int8: Int8Weight };
+/** The token-embedding table: fp32 rows, or int8 rows with one scale each (quantized formats). */
+type Embedding = { table: Float32Array } | { int8: Int8Array; scales: Float32Array };
 
+/** Reopens the checkpoint the decoder was loaded from (for weights read after loading). */
+export type SourceOpener = () => WeightSource & { close(): void };
+
+/**
+ * Everything the decoder's weights are held in. Each layer's weights are baked into its own
+ * ONNX Runtime session (so ORT pre-packs them, and int4 runs at all: see graph/builder.ts), and
+ * the JavaScript side keeps only what it reads itself: the token embeddings, and the LM head when
+ * it shares an fp32 table with them. A layer's weights as feeds, for the shared graph that takes
+ * compact core-neuron FFNs, are read again from the checkpoint the first time a request asks
+ * for that layer (int4 models gather from int8 copies: MatMulNBits is ~60x slower on a weight fed
+ * as an input).
+ */
 export class DecoderWeights {
+  private readonly feeds = new Map<number, LayerWeights>();
+
   private constructor(
-    readonly layers: readonly LayerWeights[],
+    private readonly c: TextConfig,
+    private readonly prefix: string,
     private readonly embedding: Embedding,
-    readonly finalNorm: ort.Tensor,
-    /** The LM head's feeds: lm_w (and lm_w_scale). */
+    /** The LM head's session; its graph takes `lmHead` as inputs. */
+    readonly head: GraphSession,
     readonly lmHead: LayerWeights,
+    readonly layers: readonly GraphSession[],
+    readonly feedFormat: WeightFormat,
+    private readonly reopen: SourceOpener | undefined,
   ) {}
 
   /** Loads weights under `prefix` (e.g. `model.language_model.`); `lmHeadName` unless tied. */
-  static load(source: WeightSource, prefix: string, lmHeadName: string, c: TextConfig, format: WeightFormat, onLayer?: () => void): DecoderWeights {
-    const layers: LayerWeights[] = [];
+  static async load(
+    source: WeightSource,
+    prefix: string,
+    lmHeadName: string,
+    c: TextConfig,
+    format: WeightFormat,
+    runtime: RuntimeOptions,
+    reopen?: SourceOpener,
+    onLayer?: () => void,
+  ): Promise<DecoderWeights> {
+    const layers: GraphSession[] = [];
     for (let l = 0; l < c.numHiddenLayers; l++) {
-      layers.push(loadLayer(source, `${prefix}layers.${l}.`, c, format));
+      const feeds = loadLayer(source, `${prefix}layers.${l}.`, c, format);
+      layers.push(await GraphSession.create(buildLayerGraph(c, residentVariant(format), feeds), runtime));
       onLayer?.();
     }
     const [h, vocab] = [c.hiddenSize, c.vocabSize];
     const finalNorm = weight(source, `${prefix}norm.weight`, [h]);
     const embedTable = source.read(`${prefix}embed_tokens.weight`, [vocab, h]);
     const tied = c.tieWordEmbeddings && !source.has(lmHeadName);
-    const lmHead = linearFeeds('lm_w', tied ? embedTable : source.read(lmHeadName, [vocab, h]), vocab, h, format);
-    // With int8 weights a tied embedding is read from the LM head's columns: no fp32 copy is kept.
-    const embedding: Embedding =
-      format === 'int8' && tied ? { int8: { values: lmHead.lm_w!, scales: lmHead.lm_w_scale! } } : { table: embedTable };
-    return new DecoderWeights(layers, embedding, finalNorm, lmHead);
+    const headFeeds = linearFeeds('lm_w', tied ? embedTable : source.read(lmHeadName, [vocab, h]), vocab, h, format);
+    let embedding: Embedding;
+    let lmHead: LayerWeights = {};
+    let head: GraphSession;
+    if (format === 'fp32' && tied) {
+      // The fp32 table serves both; baking it would hold it twice.
+      embedding = { table: embedTable };
+      lmHead = { ...headFeeds, norm: finalNorm };
+      head = await GraphSession.create(buildLmHeadGraph(c, format), runtime);
+    } else {
+      embedding = format === 'fp32' ? { table: embedTable } : (({ values, scales }) => ({ int8: values, scales }))(quantizeRows(embedTable, vocab, h));
+      head = await GraphSession.create(buildLmHeadGraph(c, format, { ...headFeeds, norm: finalNorm }), runtime);
+    }
+    const feedFormat = format === 'int4' ? 'int8' : format;
+    return new DecoderWeights(c, prefix, embedding, head, lmHead, layers, feedFormat, reopen);
   }
 
   /** Writes token `id`'s embedding, `hidden` values, at out[at ..]. */
   embedInto(id: number, hidden: number, out: Float32Array, at: number): void {
     const e = this.embedding;
-    if ('table' in e) out.set(e.table.subarray(id * hidden, (id + 1) * hidden), at);
-    else dequantizeColumn(e.int8, id, out, at);
+    if ('table' in e) {
+      out.set(e.table.subarray(id * hidden, (id + 1) * hidden), at);
+      return;
+    }
+    const scale = e.scales[id]!;
+    for (let i = 0; i < hidden; i++) out[at + i] = e.int8[id * hidden + i]! * scale;
   }
+
+  /** Layer `layer`'s weights as feeds in `feedFormat`, read from the checkpoint on first use. */
+  layerFeeds(layer: number): LayerWeights {
+    let feeds = this.feeds.get(layer);
+    if (feeds === undefined) {
+      if (this.reopen === undefined) throw new CorematchingError('this decoder was loaded without a way to reopen its checkpoint, so it cannot run compact FFNs');
+      const source = this.reopen();
+      try {
+        feeds = loadLayer(source, `${this.prefix}layers.${layer}.`, this.c, this.feedFormat);
+      } finally {
+        source.close();
+      }
+      this.feeds.set(layer, feeds);
+    }
+    return feeds;
+  }
+
+  async release(): Promise<void> {
+    for (const session of [...this.layers, this.head]) await session.release();
+  }
+}
+
+/** The layer graph each layer's own session runs: cache inputs (possibly empty) and every tap. */
+export function residentVariant(format: WeightFormat): LayerGraphVariant {
+  return { withCache: true, format, ffnActivations: true, lastAttention: true };
 }

@@ -66,6 +66,12 @@ export class KvCache {
     return kv.tensors;
   }
 
+  /** Zero-slot [kvHeads, 0, headDim] tensors: what a layer attends to before anything is cached. */
+  emptyBuffers(): { k: ort.Tensor; v: ort.Tensor } {
+    const empty = tensor(new Float32Array(0), [this.kvHeads, 0, this.headDim]);
+    return { k: empty, v: empty };
+  }
+
   /** Writes `tokens` new tokens' keys and values, each [kvHeads, tokens, headDim], after the cached ones. */
   append(layer: number, k: Float32Array, v: Float32Array, tokens: number): void {
     const kv = this.layers[layer]!;

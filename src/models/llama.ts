@@ -6,9 +6,10 @@
  *   let { logits } = await decoder.forward(decoder.embed(promptIds), positions, cache);  // prefill
  *   ({ logits } = await decoder.step(token, position, cache));                           // decode
  *
- * Each layer runs as one ONNX graph (decoder-graph.ts) with its weights as inputs. `hooks` let a
- * caller (the generation loop, on behalf of a sparsity policy) drop rows between layers and read
- * FFN activations and attention inside them; `ffns` swaps in compact core-neuron FFNs.
+ * Each layer runs as one ONNX graph (decoder-graph.ts) in a session of its own, its weights baked
+ * in. `hooks` let a caller (the generation loop, on behalf of a sparsity policy) drop rows between
+ * layers and read FFN activations and attention inside them; `ffns` swaps in compact core-neuron
+ * FFNs, which run through one shared graph that takes every weight as an input.
  */
 import { tensor, type Feeds, type RuntimeOptions } from '../graph/session.js';
 import { SessionCache } from '../graph/session-cache.js';
@@ -16,8 +17,8 @@ import { CorematchingError } from '../io/errors.js';
 import type { TextConfig } from '../io/model-config.js';
 import type { WeightFormat } from '../graph/ops.js';
 import { compactFfn, FfnWorkspace } from './compact-ffn.js';
-import { buildLayerGraph, buildLmHeadGraph, cacheMask, causalMask, layerGraphKey, type TapRequest } from './decoder-graph.js';
-import { DecoderWeights } from './decoder-weights.js';
+import { buildLayerGraph, cacheMask, causalMask, layerGraphKey, type TapRequest } from './decoder-graph.js';
+import { DecoderWeights, residentVariant, type SourceOpener } from './decoder-weights.js';
 import { KvCache } from './kv-cache.js';
 import { inverseFrequencies, ropeTables } from './rope.js';
 import type { WeightSource } from './weights.js';
@@ -71,9 +72,21 @@ export class LlamaDecoder {
     this.invFreq = inverseFrequencies(config.headDim, config.ropeTheta);
   }
 
-  /** Loads weights under `prefix` (e.g. `model.language_model.`); `lmHeadName` unless tied. */
-  static load(source: WeightSource, prefix: string, lmHeadName: string, c: TextConfig, format: WeightFormat, runtime: RuntimeOptions, onLayer?: () => void): LlamaDecoder {
-    return new LlamaDecoder(c, DecoderWeights.load(source, prefix, lmHeadName, c, format, onLayer), format, runtime);
+  /**
+   * Loads weights under `prefix` (e.g. `model.language_model.`); `lmHeadName` unless tied.
+   * `reopen` lets compact FFNs read weights again later (decoder-weights.ts).
+   */
+  static async load(
+    source: WeightSource,
+    prefix: string,
+    lmHeadName: string,
+    c: TextConfig,
+    format: WeightFormat,
+    runtime: RuntimeOptions,
+    reopen?: SourceOpener,
+    onLayer?: () => void,
+  ): Promise<LlamaDecoder> {
+    return new LlamaDecoder(c, await DecoderWeights.load(source, prefix, lmHeadName, c, format, runtime, reopen, onLayer), format, runtime);
   }
 
   /** An empty KV cache for this decoder holding up to `capacity` tokens per layer. */
@@ -129,9 +142,7 @@ export class LlamaDecoder {
 
   /** Final norm and LM head over `rows` hidden states, [rows, vocab]. */
   async logits(hidden: Float32Array, rows: number): Promise<Float32Array> {
-    const session = await this.sessions.get('head', () => buildLmHeadGraph(this.config, this.format));
-    const { finalNorm, lmHead } = this.weights;
-    const [logits] = await session.runFloat({ ...lmHead, x: tensor(hidden, [rows, this.config.hiddenSize]), norm: finalNorm }, ['logits']);
+    const [logits] = await this.weights.head.runFloat({ ...this.weights.lmHead, x: tensor(hidden, [rows, this.config.hiddenSize]) }, ['logits']);
     return logits!;
   }
 
@@ -141,11 +152,12 @@ export class LlamaDecoder {
    */
   compactFfn(layer: number, neurons: readonly number[]): FfnWeights {
     const workspace = (this.workspaces[layer] ??= new FfnWorkspace());
-    return compactFfn(this.weights.layers[layer]!, neurons, this.config.intermediateSize, this.config.hiddenSize, workspace);
+    return compactFfn(this.weights.layerFeeds(layer), neurons, this.config.intermediateSize, this.config.hiddenSize, workspace);
   }
 
-  release(): Promise<void> {
-    return this.sessions.release();
+  async release(): Promise<void> {
+    await this.sessions.release();
+    await this.weights.release();
   }
 
   private async runLayer(
@@ -160,22 +172,26 @@ export class LlamaDecoder {
     const c = this.config;
     const seq = positions.length;
     const past = cache.length(layer);
-    const variant = { withCache: past > 0, format: this.format, ...taps };
-    const session = await this.sessions.get(layerGraphKey(variant), () => buildLayerGraph(c, variant));
+    // A compact FFN runs the shared graph with this layer's weights as feeds; otherwise the
+    // layer's own session, which always takes a cache (empty before the first tokens).
+    const variant = ffn === undefined ? residentVariant(this.format) : { withCache: past > 0, format: this.weights.feedFormat, ...taps };
+    const session =
+      ffn === undefined ? this.weights.layers[layer]! : await this.sessions.get(layerGraphKey(variant), () => buildLayerGraph(c, variant));
     const rope = step.rope(positions);
     const feeds: Feeds = {
-      ...this.weights.layers[layer],
-      ...ffn,
+      ...(ffn === undefined ? {} : { ...this.weights.layerFeeds(layer), ...ffn }),
       x: tensor(hidden, [seq, c.hiddenSize]),
       cos: tensor(rope.cos, [seq, c.headDim]),
       sin: tensor(rope.sin, [seq, c.headDim]),
       mask: tensor(step.causal(seq), [seq, seq]),
     };
+    let slots = 0;
     if (variant.withCache) {
-      const { k, v } = cache.buffers(layer);
+      const { k, v } = past > 0 ? cache.buffers(layer) : cache.emptyBuffers();
+      slots = k.dims[1]!;
       feeds.cache_k = k;
       feeds.cache_v = v;
-      feeds.cache_mask = tensor(step.cacheMask(past), [1, cache.capacity]);
+      feeds.cache_mask = tensor(slots > 0 ? step.cacheMask(past) : new Float32Array(0), [1, slots]);
     }
     const names = ['out', 'new_k', 'new_v'];
     if (taps.ffnActivations) names.push('ffn_act');
@@ -186,7 +202,7 @@ export class LlamaDecoder {
     if (taps.ffnActivations) result.ffnActivations = rest.shift()!;
     if (taps.lastAttention) {
       const probs = rest.shift()!;
-      result.lastAttention = variant.withCache ? filledColumns(probs, c.numAttentionHeads, cache.capacity, past, seq) : probs;
+      result.lastAttention = filledColumns(probs, c.numAttentionHeads, slots, past, seq);
     }
     return { hidden: out!, taps: result };
   }

@@ -8,6 +8,7 @@ import type { LlavaConfig } from '../io/model-config.js';
 import { LlamaDecoder } from './llama.js';
 import { Projector } from './projector.js';
 import { VisionTower, visionTokenCount } from './vision-tower.js';
+import type { SourceOpener } from './decoder-weights.js';
 import { detectLayout, type WeightSource } from './weights.js';
 
 /** Image tokens one image becomes: the tower's tokens, less CLS under the `default` strategy. */
@@ -23,11 +24,23 @@ export class LlavaModel {
     readonly decoder: LlamaDecoder,
   ) {}
 
-  /** Loads every part, its linear weights in `format` (quantized here when int8). */
-  static async load(source: WeightSource, config: LlavaConfig, format: WeightFormat, runtime: RuntimeOptions, onStep?: () => void): Promise<LlavaModel> {
+  /**
+   * Loads every part, its linear weights in `format` (quantized here). The vision tower and
+   * projector run int8 under int4: their products have hundreds of rows, where MatMulNBits' int4
+   * is slower than int8 (bench/kernels.ts). `reopen` serves weights read after loading.
+   */
+  static async load(
+    source: WeightSource,
+    config: LlavaConfig,
+    format: WeightFormat,
+    runtime: RuntimeOptions,
+    reopen?: SourceOpener,
+    onStep?: () => void,
+  ): Promise<LlavaModel> {
     const layout = detectLayout(source);
     const layersNeeded = Math.max(...config.visionFeatureLayers);
-    const vision = await VisionTower.load(source, layout.vision, config.vision, layersNeeded, format, runtime, onStep);
+    const imageFormat = format === 'int4' ? 'int8' : format;
+    const vision = await VisionTower.load(source, layout.vision, config.vision, layersNeeded, imageFormat, runtime, onStep);
     const projector = await Projector.load(
       source,
       layout.projector,
@@ -35,10 +48,10 @@ export class LlavaModel {
       config.text.hiddenSize,
       config.projectorHiddenAct,
       config.projectorBias,
-      format,
+      imageFormat,
       runtime,
     );
-    const decoder = LlamaDecoder.load(source, layout.language, layout.lmHead, config.text, format, runtime, onStep);
+    const decoder = await LlamaDecoder.load(source, layout.language, layout.lmHead, config.text, format, runtime, reopen, onStep);
     return new LlavaModel(config, vision, projector, decoder);
   }
 

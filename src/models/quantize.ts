@@ -1,5 +1,7 @@
 /**
- * Weight-only int8 quantization for ONNX Runtime's DynamicQuantizeMatMul: a linear layer's
+ * Weight-only quantization, at load time.
+ *
+ * int8, for ONNX Runtime's DynamicQuantizeMatMul: a linear layer's
  * weight W [out, in] (Hugging Face layout) becomes B = W^T as int8 [in, out] with one symmetric
  * scale per output column, B[i, o] = round(W[o, i] / s[o]), s[o] = max_i |W[o, i]| / 127.
  *
@@ -8,6 +10,7 @@
  * either needs no re-quantization: their int8 values and scales are copied as they are.
  */
 import ort from 'onnxruntime-node';
+import { INT4_BLOCK } from '../graph/ops.js';
 
 /** An int8 weight as DynamicQuantizeMatMul takes it. */
 export interface Int8Weight {
@@ -53,4 +56,70 @@ export function dequantizeColumn(w: Int8Weight, col: number, out: Float32Array, 
   const values = w.values.data as Int8Array;
   const scale = (w.scales.data as Float32Array)[col]!;
   for (let r = 0; r < rows; r++) out[at + r] = values[r * cols + col]! * scale;
+}
+
+/** A 4-bit weight as MatMulNBits takes it. */
+export interface Int4Weight {
+  /** [out, blocks, 16] uint8: two values a byte, the even input index in the low nibble. */
+  values: ort.Tensor;
+  /** [out * blocks] float32, one per block. */
+  scales: ort.Tensor;
+}
+
+/**
+ * Quantizes W [out, in] (row-major, Hugging Face's layout) to 4 bits in blocks of 32 along each
+ * row, symmetric: q = round(w / s) + 8 in 1..15, s = max |w| of the block / 7, MatMulNBits' default
+ * zero point 8. A row is one output channel, so the rows of gate/up (one FFN neuron each) stay
+ * whole; a row ending mid-block is padded with zeros.
+ */
+export function quantizeInt4(w: Float32Array, out: number, inFeatures: number): Int4Weight {
+  const blocks = Math.ceil(inFeatures / INT4_BLOCK);
+  const blob = INT4_BLOCK / 2;
+  const values = new Uint8Array(out * blocks * blob).fill(0x88);
+  const scales = new Float32Array(out * blocks);
+  for (let o = 0; o < out; o++) {
+    for (let b = 0; b < blocks; b++) {
+      const from = o * inFeatures + b * INT4_BLOCK;
+      const count = Math.min(INT4_BLOCK, inFeatures - b * INT4_BLOCK);
+      let max = 0;
+      for (let i = 0; i < count; i++) max = Math.max(max, Math.abs(w[from + i]!));
+      const scale = max > 0 ? max / 7 : 1;
+      scales[o * blocks + b] = scale;
+      const at = (o * blocks + b) * blob;
+      for (let i = 0; i < count; i++) {
+        const q = Math.round(w[from + i]! / scale) + 8;
+        values[at + (i >> 1)] = i & 1 ? (values[at + (i >> 1)]! & 0x0f) | (q << 4) : (values[at + (i >> 1)]! & 0xf0) | q;
+      }
+    }
+  }
+  return { values: new ort.Tensor('uint8', values, [out, blocks, blob]), scales: new ort.Tensor('float32', scales, [out * blocks]) };
+}
+
+/** Row `row` of an int4 weight, dequantized (`inFeatures` values). */
+export function dequantizeInt4Row(w: Int4Weight, row: number, inFeatures: number, out: Float32Array, at = 0): void {
+  const [, blocks, blob] = w.values.dims as [number, number, number];
+  const values = w.values.data as Uint8Array;
+  const scales = w.scales.data as Float32Array;
+  for (let i = 0; i < inFeatures; i++) {
+    const b = Math.floor(i / INT4_BLOCK);
+    const byte = values[(row * blocks + b) * blob + ((i % INT4_BLOCK) >> 1)]!;
+    out[at + i] = ((i & 1 ? byte >> 4 : byte & 0x0f) - 8) * scales[row * blocks + b]!;
+  }
+}
+
+/**
+ * Quantizes a table [rows, width] (e.g. token embeddings) to int8 with one scale per row, kept
+ * row-major so one row dequantizes on its own.
+ */
+export function quantizeRows(m: Float32Array, rows: number, width: number): { values: Int8Array; scales: Float32Array } {
+  const values = new Int8Array(rows * width);
+  const scales = new Float32Array(rows);
+  for (let r = 0; r < rows; r++) {
+    let max = 0;
+    for (let i = 0; i < width; i++) max = Math.max(max, Math.abs(m[r * width + i]!));
+    const scale = max > 0 ? max / 127 : 1;
+    scales[r] = scale;
+    for (let i = 0; i < width; i++) values[r * width + i] = Math.round(m[r * width + i]! / scale);
+  }
+  return { values, scales };
 }

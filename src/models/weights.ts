@@ -6,7 +6,7 @@ import ort from 'onnxruntime-node';
 import type { WeightFormat } from '../graph/ops.js';
 import { CorematchingError } from '../io/errors.js';
 import { tensor } from '../graph/session.js';
-import { quantizeColumns, quantizeLinear } from './quantize.js';
+import { quantizeColumns, quantizeInt4, quantizeLinear } from './quantize.js';
 
 export interface WeightSource {
   readonly dir: string;
@@ -60,10 +60,16 @@ export function optionalWeight(source: WeightSource, name: string, shape: number
 
 /**
  * The feeds of one linear weight for `weightedLinear` (graph/ops.ts): fp32 W [out, in] (or, with
- * `transposed`, `w` already [in, out]), or int8 B = W^T [in, out] with `${key}_scale`.
+ * `transposed`, `w` already [in, out]), int8 B = W^T [in, out] with `${key}_scale`, or int4 W in
+ * blocks with `${key}_scale` (`w` must then be [out, in]).
  */
 export function linearFeeds(key: string, w: Float32Array, out: number, inFeatures: number, format: WeightFormat, transposed = false): Record<string, ort.Tensor> {
   if (format === 'fp32') return { [key]: tensor(w, transposed ? [inFeatures, out] : [out, inFeatures]) };
+  if (format === 'int4') {
+    if (transposed) throw new Error(`${key}: int4 weights are quantized from W [out, in]`);
+    const q = quantizeInt4(w, out, inFeatures);
+    return { [key]: q.values, [`${key}_scale`]: q.scales };
+  }
   const q = transposed ? quantizeColumns(w, inFeatures, out) : quantizeLinear(w, out, inFeatures);
   return { [key]: q.values, [`${key}_scale`]: q.scales };
 }

@@ -56,7 +56,7 @@ export interface GenerateResult {
   sparsity: SparsityReport & { flops: PhaseFlops; denseFlops: PhaseFlops };
 }
 
-export const WEIGHT_FORMATS: readonly WeightFormat[] = ['fp32', 'int8'];
+export const WEIGHT_FORMATS: readonly WeightFormat[] = ['fp32', 'int8', 'int4'];
 
 function weightFormat(format: unknown = 'fp32'): WeightFormat {
   if (!WEIGHT_FORMATS.includes(format as WeightFormat)) throw new CorematchingError(`weights must be one of ${WEIGHT_FORMATS.join(', ')}, got ${JSON.stringify(format)}`);
@@ -87,7 +87,8 @@ export class VisionLanguageModel {
     options.onProgress?.(0, total);
     const runtime = { threads: options.threads ?? os.availableParallelism() };
     try {
-      const model = await LlavaModel.load(checkpoint, config, weightFormat(options.weights), runtime, () => options.onProgress?.(++done, total));
+      const reopen = () => Checkpoint.open(config.dir);
+      const model = await LlavaModel.load(checkpoint, config, weightFormat(options.weights), runtime, reopen, () => options.onProgress?.(++done, total));
       return new VisionLanguageModel(config, model, processor, generationConfig);
     } finally {
       checkpoint.close();
