@@ -15,7 +15,7 @@ export interface ModelFlags {
 export function addModelFlags(command: Command, modelHelp: string): Command {
   return command
     .option('--model <dir>', modelHelp)
-    .addOption(new Option('--weights <format>', 'linear weights: fp32, or int8 quantized at load time').choices(WEIGHT_FORMATS).default('fp32'))
+    .addOption(new Option('--weights <format>', 'linear weights: fp32, or int8 or int4 quantized at load time').choices(WEIGHT_FORMATS).default('fp32'))
     .option('--threads <n>', 'ONNX Runtime threads', positiveInt);
 }
 
