@@ -50,6 +50,9 @@ const CASES: Case[] = [
   { label: 'fastv (64)', policy: 'fastv', options: { budget: 64 } },
 ];
 
+/** Bytes a decode step reads per weight: int4 packs two a byte plus an fp32 scale per 32. */
+const BYTES_PER_WEIGHT: Record<WeightFormat, number> = { fp32: 4, int8: 1, int4: 0.5 + 4 / 32 };
+
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 async function measure(vlm: VisionLanguageModel, format: WeightFormat, image: RgbImage, prompt: string, c: Case, newTokens: number, repeats: number): Promise<Measured> {
@@ -72,7 +75,7 @@ async function measure(vlm: VisionLanguageModel, format: WeightFormat, image: Rg
     coreNeuronLayers: Object.keys(last.sparsity.coreNeurons).length,
     flops: last.sparsity.flops,
     denseFlops: last.sparsity.denseFlops,
-    decodeWeightBytes: decodeWeightBytes(vlm.config.text, widths, format === 'int8' ? 1 : 4),
+    decodeWeightBytes: decodeWeightBytes(vlm.config.text, widths, BYTES_PER_WEIGHT[format]),
   };
 }
 
