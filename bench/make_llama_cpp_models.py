@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
-"""Dev-time: the bench checkpoint's decoder as GGUF files for llama.cpp (not committed).
+"""Dev-time: a bench checkpoint's decoder as GGUF files for llama.cpp (not committed).
 
 llama.cpp's convert_hf_to_gguf.py turns the LLaVA folder into a `llama` GGUF, so the decoder is
-first rewritten as a plain Qwen2ForCausalLM folder (its weights unchanged, in f32), then
-converted to f32 GGUF and quantized to q8_0 and q4_0 (Q4_K_M mostly falls back to q5_0 on
-896-wide tensors, so q4_0 is the 4-bit row). Needs bench/build_llama_cpp.sh first, and scripts/requirements.txt (its sentencepiece: the
+first rewritten as a plain *ForCausalLM folder of its own architecture (Qwen2, LLaMA, Mistral;
+weights unchanged, in the checkpoint's dtype, shard by shard so a 7B model is never held whole),
+then converted to a GGUF (f32 when f32 is asked for, else bf16) and quantized to the other kinds
+(Q4_K_M mostly falls back to q5_0 on 896-wide tensors, so q4_0 is the 4-bit row). Needs bench/build_llama_cpp.sh first, and scripts/requirements.txt (its sentencepiece: the
 converter imports it before falling back to the GPT-2-style tokenizer.json). Resumable:
 files that exist are kept.
 
-    python bench/make_llama_cpp_models.py [--model bench/models/llava-qwen-0.5b-shape]
+    python bench/make_llama_cpp_models.py [--model bench/models/llava-qwen-0.5b-shape] [--kinds f32,q8_0,q4_0]
+    python bench/make_llama_cpp_models.py --model bench/models/llava-1.5-7b-shape --kinds q8_0,q4_0
 """
 import argparse
 import json
@@ -25,24 +27,34 @@ LLAMA_CPP = ROOT / "bench/vendor/llama.cpp"
 PREFIXES = ("language_model.model.", "model.language_model.")
 
 
+ARCHITECTURES = {"qwen2": "Qwen2ForCausalLM", "llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM"}
+
+
 def text_folder(llava: Path, out: Path) -> None:
-    if (out / "model.safetensors").exists():
+    if (out / "model.safetensors.index.json").exists() or (out / "model.safetensors").exists():
         return
     out.mkdir(parents=True, exist_ok=True)
     config = json.loads((llava / "config.json").read_text())
-    text = dict(config["text_config"], architectures=["Qwen2ForCausalLM"], torch_dtype="float32")
+    text = dict(config["text_config"])
+    text.update(architectures=[ARCHITECTURES[text["model_type"]]])
     # The converter reads rope_theta at the top level, not transformers 5's rope_parameters.
     text.setdefault("rope_theta", text.get("rope_parameters", {}).get("rope_theta", 10000.0))
     (out / "config.json").write_text(json.dumps(text, indent=2))
-    tensors = {}
-    for shard in sorted(llava.glob("*.safetensors")):
+    weight_map = {}
+    for i, shard in enumerate(sorted(llava.glob("*.safetensors"))):
+        tensors = {}
         for name, t in load_file(shard).items():
             for p in PREFIXES:
                 if name.startswith(p):
-                    tensors["model." + name[len(p):]] = t.to(torch.float32).contiguous()
+                    tensors["model." + name[len(p):]] = t.contiguous()
             if name in ("language_model.lm_head.weight", "lm_head.weight"):
-                tensors["lm_head.weight"] = t.to(torch.float32).contiguous()
-    save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
+                tensors["lm_head.weight"] = t.contiguous()
+        if tensors:
+            file = f"model-{i:05d}.safetensors"
+            save_file(tensors, out / file, metadata={"format": "pt"})
+            weight_map.update({n: file for n in tensors})
+        del tensors
+    (out / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}, indent=2))
     for f in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
         if (llava / f).exists():
             shutil.copy(llava / f, out / f)
@@ -51,18 +63,21 @@ def text_folder(llava: Path, out: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=str(ROOT / "bench/models/llava-qwen-0.5b-shape"))
+    ap.add_argument("--kinds", default="f32,q8_0,q4_0", help="GGUF kinds to write, comma-separated")
     args = ap.parse_args()
     llava = Path(args.model)
+    kinds = args.kinds.split(",")
     out = ROOT / "bench/models" / f"{llava.name}-gguf"
     text = out / "text-hf"
     text_folder(llava, text)
-    f32 = out / "text-f32.gguf"
-    if not f32.exists():
-        subprocess.run([sys.executable, str(LLAMA_CPP / "convert_hf_to_gguf.py"), str(text), "--outtype", "f32", "--outfile", str(f32)], check=True)
-    for kind in ("q8_0", "q4_0"):
+    base_kind = "f32" if "f32" in kinds else "bf16"
+    base = out / f"text-{base_kind}.gguf"
+    if not base.exists():
+        subprocess.run([sys.executable, str(LLAMA_CPP / "convert_hf_to_gguf.py"), str(text), "--outtype", base_kind, "--outfile", str(base)], check=True)
+    for kind in kinds:
         target = out / f"text-{kind}.gguf"
         if not target.exists():
-            subprocess.run([str(LLAMA_CPP / "build/bin/llama-quantize"), str(f32), str(target), kind.upper()], check=True)
+            subprocess.run([str(LLAMA_CPP / "build/bin/llama-quantize"), str(base), str(target), kind.upper()], check=True)
     print(f"wrote {out}")
 
 
