@@ -27,6 +27,7 @@ export class GraphSession {
       executionProviders: ['cpu'],
       graphOptimizationLevel: 'all',
       executionMode: 'sequential',
+      enableCpuMemArena: false,
       interOpNumThreads: 1,
       ...(options.threads === undefined ? {} : { intraOpNumThreads: options.threads }),
       // Several sessions share the cores; spinning idle pools would steal them from the busy one.

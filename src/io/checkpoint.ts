@@ -10,6 +10,7 @@ import * as path from 'node:path';
 import { CorematchingError } from './errors.js';
 import { readJsonObject } from './json-file.js';
 import { SafetensorsFile, type TensorInfo } from './safetensors.js';
+import { ReusableBuffers } from '../util/reusable-buffers.js';
 
 const SINGLE_FILE = 'model.safetensors';
 const INDEX_FILE = 'model.safetensors.index.json';
@@ -119,6 +120,22 @@ export class Checkpoint {
 
   /** Reads a tensor as fp32; with `expectedShape`, a checkpoint that disagrees with the config is an error. */
   read(name: string, expectedShape?: number[]): Float32Array {
+    return this.checkedFile(name, expectedShape).read(name);
+  }
+
+  /**
+   * Reads a tensor as fp32 into a buffer kept for `slot`: valid until the next read into that
+   * slot. For weights about to be converted (quantized, stacked, transposed), so loading a large
+   * model leaves no garbage behind each tensor.
+   */
+  readTemporary(name: string, expectedShape: number[], slot: string): Float32Array {
+    const count = expectedShape.reduce((a, b) => a * b, 1);
+    return this.checkedFile(name, expectedShape).read(name, this.scratch.take(slot, Float32Array, count), this.scratch);
+  }
+
+  private scratch = new ReusableBuffers();
+
+  private checkedFile(name: string, expectedShape?: number[]): SafetensorsFile {
     const file = this.fileOf(name);
     if (expectedShape !== undefined) {
       const shape = file.info(name).shape;
@@ -129,11 +146,12 @@ export class Checkpoint {
         );
       }
     }
-    return file.read(name);
+    return file;
   }
 
   close(): void {
     for (const file of this.files) file.close();
+    this.scratch = new ReusableBuffers();
   }
 
   private fileOf(name: string): SafetensorsFile {

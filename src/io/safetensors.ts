@@ -10,6 +10,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { CorematchingError } from './errors.js';
 import { checkRegularFile } from './regular-file.js';
+import type { ReusableBuffers } from '../util/reusable-buffers.js';
 
 // Typed-array views below read the file's little-endian bytes in host order.
 if (os.endianness() !== 'LE') {
@@ -80,8 +81,11 @@ export class SafetensorsFile {
     return info;
   }
 
-  /** Reads one tensor and converts it to fp32. */
-  read(name: string): Float32Array {
+  /**
+   * Reads one tensor and converts it to fp32: into a fresh array, or into `into` (exactly the
+   * tensor's size) with the file's bytes staged in `scratch`'s buffers.
+   */
+  read(name: string, into?: Float32Array, scratch?: ReusableBuffers): Float32Array {
     const info = this.info(name);
     if (!FLOAT_DTYPES.includes(info.dtype)) {
       throw new CorematchingError(
@@ -89,11 +93,17 @@ export class SafetensorsFile {
         this.path,
       );
     }
-    const bytes = new Uint8Array(new ArrayBuffer(info.byteLength));
+    const count = info.byteLength / (info.dtype === 'F32' ? 4 : 2);
+    if (into !== undefined && into.length !== count) throw new Error(`${name}: ${count} values into an array of ${into.length}`);
+    if (info.dtype === 'F32') {
+      const out = into ?? new Float32Array(count);
+      this.readAt(new Uint8Array(out.buffer, out.byteOffset, out.byteLength), info.fileOffset);
+      return out;
+    }
+    const bytes = scratch === undefined ? new Uint8Array(info.byteLength) : scratch.take('safetensors-bytes', Uint8Array, info.byteLength);
     this.readAt(bytes, info.fileOffset);
-    if (info.dtype === 'F32') return new Float32Array(bytes.buffer);
-    const halves = new Uint16Array(bytes.buffer);
-    return info.dtype === 'BF16' ? bf16ToF32(halves) : f16ToF32(halves);
+    const halves = new Uint16Array(bytes.buffer, bytes.byteOffset, count);
+    return info.dtype === 'BF16' ? bf16ToF32(halves, into) : f16ToF32(halves, into);
   }
 
   close(): void {
@@ -227,16 +237,17 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
 }
 
 /** bfloat16 is the top half of an fp32, so widening is a shift. */
-export function bf16ToF32(src: Uint16Array): Float32Array {
-  const out = new Uint32Array(src.length);
+export function bf16ToF32(src: Uint16Array, into?: Float32Array): Float32Array {
+  const result = into ?? new Float32Array(src.length);
+  const out = new Uint32Array(result.buffer, result.byteOffset, src.length);
   for (let i = 0; i < src.length; i++) out[i] = src[i]! << 16;
-  return new Float32Array(out.buffer);
+  return result;
 }
 
 /** Every fp16 value is exactly representable in fp32, so a 256 kB lookup table converts exactly. */
-export function f16ToF32(src: Uint16Array): Float32Array {
+export function f16ToF32(src: Uint16Array, into?: Float32Array): Float32Array {
   const table = f16Table();
-  const out = new Float32Array(src.length);
+  const out = into ?? new Float32Array(src.length);
   for (let i = 0; i < src.length; i++) out[i] = table[src[i]!]!;
   return out;
 }

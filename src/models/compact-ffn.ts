@@ -10,6 +10,7 @@
  */
 import ort from 'onnxruntime-node';
 import type { Feeds } from '../graph/session.js';
+import { ReusableBuffers } from '../util/reusable-buffers.js';
 
 type Typed = Float32Array | Int8Array;
 
@@ -18,14 +19,11 @@ type Typed = Float32Array | Int8Array;
  * matrices for every request costs more in page faults than gathering the rows does.
  */
 export class FfnWorkspace {
-  private buffers = new Map<string, ArrayBuffer>();
+  private readonly buffers = new ReusableBuffers();
 
   /** A typed array of `length` elements like `like`, a view into a buffer reused while large enough. */
   take<T extends Typed>(key: string, like: T, length: number): T {
-    const bytes = length * like.BYTES_PER_ELEMENT;
-    let buffer = this.buffers.get(key);
-    if (buffer === undefined || buffer.byteLength < bytes) this.buffers.set(key, (buffer = new ArrayBuffer(bytes)));
-    return new (like.constructor as new (b: ArrayBuffer, o: number, n: number) => T)(buffer, 0, length);
+    return this.buffers.take(key, like.constructor as unknown as { new (b: ArrayBuffer, o: number, n: number): T; BYTES_PER_ELEMENT: number }, length);
   }
 }
 

@@ -10,26 +10,32 @@ import type { TextConfig } from '../io/model-config.js';
 import type { WeightFormat } from '../graph/ops.js';
 import { buildLayerGraph, buildLmHeadGraph, type LayerGraphVariant } from './decoder-graph.js';
 import { quantizeRows } from './quantize.js';
-import { linearFeeds, optionalWeight, weight, type WeightSource } from './weights.js';
+import { collectGarbage } from '../util/collect-garbage.js';
+import { ReusableBuffers } from '../util/reusable-buffers.js';
+import { linearFeeds, optionalWeight, readLinear, weight, type WeightSource } from './weights.js';
 
 /** One layer's feeds, by graph input name. */
 export type LayerWeights = Record<string, ort.Tensor>;
 
-/** Tensors of `rows[i]` x `width` (width 1: vectors) stacked row-wise into one [sum(rows), width] matrix. */
-function stacked(source: WeightSource, names: string[], rows: number[], width = 1): Float32Array {
+/**
+ * Tensors of `rows[i]` x `width` (width 1: vectors) stacked row-wise into one [sum(rows), width]
+ * matrix: a fresh one, or with `into` (a temporary kept for the quantizer) that buffer.
+ */
+function stacked(source: WeightSource, names: string[], rows: number[], width = 1, into?: Float32Array): Float32Array {
   const total = rows.reduce((a, b) => a + b, 0);
-  const out = new Float32Array(total * width);
+  const out = into ?? new Float32Array(total * width);
   let offset = 0;
   names.forEach((name, i) => {
-    out.set(source.read(name, width === 1 ? [rows[i]!] : [rows[i]!, width]), offset);
+    const shape = width === 1 ? [rows[i]!] : [rows[i]!, width];
+    out.set(source.readTemporary(name, shape, 'part'), offset);
     offset += rows[i]! * width;
   });
   return out;
 }
 
-/** [rows, cols] row-major -> [cols, rows], in cache-sized tiles. */
-export function transpose(m: Float32Array, rows: number, cols: number): Float32Array {
-  const out = new Float32Array(m.length);
+/** [rows, cols] row-major -> [cols, rows], in cache-sized tiles (into `into` when given). */
+export function transpose(m: Float32Array, rows: number, cols: number, into?: Float32Array): Float32Array {
+  const out = into ?? new Float32Array(m.length);
   const tile = 32;
   for (let r0 = 0; r0 < rows; r0 += tile) {
     for (let c0 = 0; c0 < cols; c0 += tile) {
@@ -41,8 +47,13 @@ export function transpose(m: Float32Array, rows: number, cols: number): Float32A
   return out;
 }
 
-function loadLayer(source: WeightSource, p: string, c: TextConfig, format: WeightFormat): LayerWeights {
+/**
+ * One layer's feeds in `format`. Quantized formats copy every matrix, so the checkpoint's tensors
+ * are read, stacked and transposed in reused buffers (`scratch`); fp32 keeps fresh arrays.
+ */
+function loadLayer(source: WeightSource, p: string, c: TextConfig, format: WeightFormat, scratch: ReusableBuffers): LayerWeights {
   const { hiddenSize: h, numAttentionHeads: nh, numKeyValueHeads: kvh, headDim: hd, intermediateSize: ffn } = c;
+  const temporary = (key: string, length: number) => (format === 'fp32' ? undefined : scratch.take(key, Float32Array, length));
   const qkvRows = [nh * hd, kvh * hd, kvh * hd];
   const qkvNames = (kind: string) => ['q_proj', 'k_proj', 'v_proj'].map((n) => `${p}self_attn.${n}.${kind}`);
   const gateUp = [`${p}mlp.gate_proj`, `${p}mlp.up_proj`];
@@ -56,12 +67,12 @@ function loadLayer(source: WeightSource, p: string, c: TextConfig, format: Weigh
   ];
   return {
     ...Object.fromEntries(entries.filter((e): e is [string, ort.Tensor] => e[1] !== undefined)),
-    ...linearFeeds('qkv_w', stacked(source, qkvNames('weight'), qkvRows, h), nh * hd + 2 * kvh * hd, h, format),
-    ...linearFeeds('o_w', source.read(`${p}self_attn.o_proj.weight`, [h, nh * hd]), h, nh * hd, format),
-    ...linearFeeds('gate_up_w', stacked(source, gateUp.map((n) => `${n}.weight`), [ffn, ffn], h), 2 * ffn, h, format),
+    ...linearFeeds('qkv_w', stacked(source, qkvNames('weight'), qkvRows, h, temporary('qkv', (nh + 2 * kvh) * hd * h)), nh * hd + 2 * kvh * hd, h, format),
+    ...linearFeeds('o_w', readLinear(source, `${p}self_attn.o_proj.weight`, [h, nh * hd], format), h, nh * hd, format),
+    ...linearFeeds('gate_up_w', stacked(source, gateUp.map((n) => `${n}.weight`), [ffn, ffn], h, temporary('gate_up', 2 * ffn * h)), 2 * ffn, h, format),
     ...(format === 'int4'
-      ? linearFeeds('down_t', source.read(`${p}mlp.down_proj.weight`, [h, ffn]), h, ffn, format)
-      : linearFeeds('down_t', transpose(source.read(`${p}mlp.down_proj.weight`, [h, ffn]), h, ffn), h, ffn, format, true)),
+      ? linearFeeds('down_t', readLinear(source, `${p}mlp.down_proj.weight`, [h, ffn], format), h, ffn, format)
+      : linearFeeds('down_t', transpose(readLinear(source, `${p}mlp.down_proj.weight`, [h, ffn], format), h, ffn, temporary('down_t', h * ffn)), h, ffn, format, true)),
   };
 }
 
@@ -107,16 +118,18 @@ export class DecoderWeights {
     onLayer?: () => void,
   ): Promise<DecoderWeights> {
     const layers: GraphSession[] = [];
+    const scratch = new ReusableBuffers();
     for (let l = 0; l < c.numHiddenLayers; l++) {
-      const feeds = loadLayer(source, `${prefix}layers.${l}.`, c, format);
+      const feeds = loadLayer(source, `${prefix}layers.${l}.`, c, format, scratch);
       layers.push(await GraphSession.create(buildLayerGraph(c, residentVariant(format), feeds), runtime));
+      collectGarbage();
       onLayer?.();
     }
     const [h, vocab] = [c.hiddenSize, c.vocabSize];
     const finalNorm = weight(source, `${prefix}norm.weight`, [h]);
-    const embedTable = source.read(`${prefix}embed_tokens.weight`, [vocab, h]);
+    const embedTable = readLinear(source, `${prefix}embed_tokens.weight`, [vocab, h], format, 'embed');
     const tied = c.tieWordEmbeddings && !source.has(lmHeadName);
-    const headFeeds = linearFeeds('lm_w', tied ? embedTable : source.read(lmHeadName, [vocab, h]), vocab, h, format);
+    const headFeeds = linearFeeds('lm_w', tied ? embedTable : readLinear(source, lmHeadName, [vocab, h], format), vocab, h, format);
     let embedding: Embedding;
     let lmHead: LayerWeights = {};
     let head: GraphSession;
@@ -129,6 +142,7 @@ export class DecoderWeights {
       embedding = format === 'fp32' ? { table: embedTable } : (({ values, scales }) => ({ int8: values, scales }))(quantizeRows(embedTable, vocab, h));
       head = await GraphSession.create(buildLmHeadGraph(c, format, { ...headFeeds, norm: finalNorm }), runtime);
     }
+    collectGarbage();
     const feedFormat = format === 'int4' ? 'int8' : format;
     return new DecoderWeights(c, prefix, embedding, head, lmHead, layers, feedFormat, reopen);
   }
@@ -151,7 +165,7 @@ export class DecoderWeights {
       if (this.reopen === undefined) throw new CorematchingError('this decoder was loaded without a way to reopen its checkpoint, so it cannot run compact FFNs');
       const source = this.reopen();
       try {
-        feeds = loadLayer(source, `${this.prefix}layers.${layer}.`, this.c, this.feedFormat);
+        feeds = loadLayer(source, `${this.prefix}layers.${layer}.`, this.c, this.feedFormat, new ReusableBuffers());
       } finally {
         source.close();
       }

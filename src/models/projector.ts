@@ -4,7 +4,7 @@ import { GraphBuilder } from '../graph/builder.js';
 import { activation, weightedLinear, type WeightFormat } from '../graph/ops.js';
 import { GraphSession, tensor, type RuntimeOptions } from '../graph/session.js';
 import type { Activation } from '../io/model-config.js';
-import { linearFeeds, weight, type WeightSource } from './weights.js';
+import { linearFeeds, readLinear, weight, type WeightSource } from './weights.js';
 
 export class Projector {
   private constructor(
@@ -30,8 +30,8 @@ export class Projector {
     const hidden = activation(g, weightedLinear(g, x, 'w1', outputSize, inputSize, format, b('b1', outputSize)), act);
     g.output('out', weightedLinear(g, hidden, 'w2', outputSize, outputSize, format, b('b2', outputSize)), ['tokens', outputSize]);
     const weights: Record<string, ort.Tensor> = {
-      ...linearFeeds('w1', source.read(`${prefix}linear_1.weight`, [outputSize, inputSize]), outputSize, inputSize, format),
-      ...linearFeeds('w2', source.read(`${prefix}linear_2.weight`, [outputSize, outputSize]), outputSize, outputSize, format),
+      ...linearFeeds('w1', readLinear(source, `${prefix}linear_1.weight`, [outputSize, inputSize], format), outputSize, inputSize, format),
+      ...linearFeeds('w2', readLinear(source, `${prefix}linear_2.weight`, [outputSize, outputSize], format), outputSize, outputSize, format),
     };
     if (bias) {
       weights.b1 = weight(source, `${prefix}linear_1.bias`, [outputSize]);

@@ -9,7 +9,7 @@ import { activation, layerNorm, mergeHeads, splitHeads, weightedLinear, type Wei
 import { GraphSession, tensor, type RuntimeOptions } from '../graph/session.js';
 import { CorematchingError } from '../io/errors.js';
 import type { VisionConfig } from '../io/model-config.js';
-import { linearFeeds, weight, type WeightSource } from './weights.js';
+import { linearFeeds, readLinear, weight, type WeightSource } from './weights.js';
 
 type Weights = Record<string, ort.Tensor>;
 
@@ -109,7 +109,7 @@ export class VisionTower {
       ];
       for (const [short, name, shape] of pairs) {
         if (shape.length === 1) lw[`${short}_w`] = weight(source, `${lp}${name}.weight`, shape);
-        else Object.assign(lw, linearFeeds(`${short}_w`, source.read(`${lp}${name}.weight`, shape), shape[0]!, shape[1]!, format));
+        else Object.assign(lw, linearFeeds(`${short}_w`, readLinear(source, `${lp}${name}.weight`, shape, format), shape[0]!, shape[1]!, format));
         lw[`${short}_b`] = weight(source, `${lp}${name}.bias`, [shape[0]!]);
       }
       layers.push(lw);

@@ -12,6 +12,8 @@ export interface WeightSource {
   readonly dir: string;
   has(name: string): boolean;
   read(name: string, expectedShape?: number[]): Float32Array;
+  /** Like read, into a buffer kept for `slot`: valid until the next read into that slot. */
+  readTemporary(name: string, expectedShape: number[], slot: string): Float32Array;
 }
 
 /** Tensor-name prefixes of one checkpoint's parts. */
@@ -46,6 +48,14 @@ export function detectLayout(weights: WeightSource): LlavaLayout {
     throw new CorematchingError(`no vision tower found: expected tensor "${visionCandidates[0]}embeddings.patch_embedding.weight"`, weights.dir);
   }
   return { vision, projector: `${part.outer}multi_modal_projector.`, language: part.language, lmHead: part.lmHead };
+}
+
+/**
+ * Reads a linear weight [out, in] that `linearFeeds` will convert: a temporary read when `format`
+ * copies it anyway (quantized), a fresh array when fp32 keeps it.
+ */
+export function readLinear(source: WeightSource, name: string, shape: number[], format: WeightFormat, slot = 'linear'): Float32Array {
+  return format === 'fp32' ? source.read(name, shape) : source.readTemporary(name, shape, slot);
 }
 
 /** Reads a tensor as an ORT tensor of the given shape. */

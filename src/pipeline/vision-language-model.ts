@@ -6,6 +6,7 @@
  */
 import os from 'node:os';
 import type { WeightFormat } from '../graph/ops.js';
+import { collectGarbage } from '../util/collect-garbage.js';
 import { Checkpoint } from '../io/checkpoint.js';
 import { loadLlavaConfig } from '../io/config.js';
 import { CorematchingError } from '../io/errors.js';
@@ -86,13 +87,15 @@ export class VisionLanguageModel {
     let done = 0;
     options.onProgress?.(0, total);
     const runtime = { threads: options.threads ?? os.availableParallelism() };
+    let model: LlavaModel;
     try {
       const reopen = () => Checkpoint.open(config.dir);
-      const model = await LlavaModel.load(checkpoint, config, weightFormat(options.weights), runtime, reopen, () => options.onProgress?.(++done, total));
-      return new VisionLanguageModel(config, model, processor, generationConfig);
+      model = await LlavaModel.load(checkpoint, config, weightFormat(options.weights), runtime, reopen, () => options.onProgress?.(++done, total));
     } finally {
       checkpoint.close();
     }
+    collectGarbage(); // the conversion buffers went with the checkpoint
+    return new VisionLanguageModel(config, model, processor, generationConfig);
   }
 
   private released = false;
