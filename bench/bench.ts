@@ -85,6 +85,21 @@ interface PytorchPhases {
   decodeTokensPerS: number;
 }
 
+interface PeakMemory {
+  loadS: number;
+  peakGiB: number;
+  weightsGiB: number;
+  peakOverWeights: number;
+}
+
+/** Peak RSS of loading `format` and answering one question, in a process of its own (peak-memory.ts). */
+function peakMemory(model: string, format: WeightFormat, threads: number): PeakMemory {
+  const args = [path.join('dist', 'bench', 'peak-memory.js'), '--model', model, '--weights', format, '--threads', String(threads)];
+  const run = spawnSync(process.execPath, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  if (run.status !== 0) throw new Error(`peak-memory failed (node ${args.join(' ')})`);
+  return JSON.parse(run.stdout.trim().split('\n').pop()!) as PeakMemory;
+}
+
 function benchPytorch(model: string, image: string, prompt: string, newTokens: number, repeats: number, threads: number): PytorchPhases {
   const out = path.join(os.tmpdir(), `corematching-pytorch-${process.pid}.json`);
   // This machine's shell sets OPENBLAS_CORETYPE, which halves PyTorch's CPU speed: unset it for
@@ -108,6 +123,7 @@ const program = new Command()
   .option('--threads <n>', 'threads for every engine', (v) => Number(v), os.availableParallelism())
   .option('--weights <list>', `weight formats of this engine, comma-separated (${WEIGHT_FORMATS.join(', ')})`, WEIGHT_FORMATS.join(','))
   .option('--dense-only', 'only the dense case of each format')
+  .option('--cases <list>', `only these cases, comma-separated labels (${CASES.map((c) => c.label).join('; ')})`)
   .option('--no-pytorch', 'skip the PyTorch comparison')
   .option('--llama-cpp <dir>', 'GGUF files of the decoder (bench/make_llama_cpp_models.py); default: <model>-gguf when it exists')
   .option('--no-llama-cpp', 'skip the llama.cpp comparison')
@@ -122,12 +138,15 @@ const o = program.opts<{
   threads: number;
   weights: string;
   denseOnly?: boolean;
+  cases?: string;
   pytorch: boolean;
   /** A folder, false for --no-llama-cpp, undefined for the default folder. */
   llamaCpp?: string | boolean;
   out: string;
 }>();
 const formats = o.weights.split(',') as WeightFormat[];
+const cases = o.denseOnly ? CASES.slice(0, 1) : o.cases === undefined ? CASES : CASES.filter((c) => o.cases!.split(',').includes(c.label));
+if (cases[0]?.label !== 'dense') throw new Error('--cases must include dense (every ratio is taken against it)');
 const ggufDir = o.llamaCpp === false ? null : typeof o.llamaCpp === 'string' ? o.llamaCpp : `${o.model.replace(/\/$/, '')}-gguf`;
 /** The llama.cpp file compared with each of this engine's formats (same bit width). */
 const GGUF_OF: Record<WeightFormat, string> = { fp32: 'f32', int8: 'q8_0', int4: 'q4_0' };
@@ -137,16 +156,18 @@ const ceilings = await measureCeilings(o.threads);
 const image = await decodeImage(o.image);
 const results: Record<string, Measured[]> = {};
 const llamaCpp: Record<string, LlamaCppPhases> = {};
+const memory: Record<string, PeakMemory> = {};
 let promptTokens = 0;
 for (const format of formats) {
   const vlm = await VisionLanguageModel.load(o.model, { threads: o.threads, weights: format });
   results[format] = [];
-  for (const c of o.denseOnly ? CASES.slice(0, 1) : CASES) {
+  for (const c of cases) {
     results[format].push(await measure(vlm, format, image, o.prompt, c, o.newTokens, o.repeats));
     process.stderr.write(`measured ${format} ${c.label}\n`);
   }
   promptTokens = (await vlm.generate({ image, prompt: o.prompt, maxNewTokens: 1 })).promptTokens.length;
   await vlm.release();
+  memory[format] = peakMemory(o.model, format, o.threads);
   // llama.cpp at the same bit width right after, so both see the machine in the same state.
   const kind = GGUF_OF[format];
   const file = ggufDir === null ? null : path.join(ggufDir, `text-${kind}.gguf`);
@@ -200,6 +221,18 @@ if (Object.keys(llamaCpp).length > 0) {
   }
 }
 
+console.log('\nPeak memory: this engine loading each format and answering one question, in a process of its own; llama.cpp (decoder only) during llama-bench\n');
+console.log('| engine | weights | weights in memory GiB | peak RSS GiB | peak / weights | load s |\n|---|---|---|---|---|---|');
+for (const format of formats) {
+  const m = memory[format]!;
+  console.log(`| corematching | ${format} | ${f2(m.weightsGiB)} | ${f2(m.peakGiB)} | ${ratio(m.peakOverWeights)} | ${m.loadS.toFixed(1)} |`);
+}
+for (const [kind, r] of Object.entries(llamaCpp)) {
+  const file = path.join(ggufDir!, `text-${kind}.gguf`);
+  const gib = fs.statSync(file).size / 2 ** 30;
+  console.log(`| llama.cpp | ${kind} | ${f2(gib)} | ${f2(r.peakGiB)} | ${ratio(r.peakGiB / gib)} | |`);
+}
+
 for (const format of formats) {
   const rows = results[format]!;
   if (rows.length < 2) continue;
@@ -219,5 +252,5 @@ for (const format of formats) {
 
 fs.mkdirSync(path.dirname(o.out), { recursive: true });
 const shares = Object.fromEntries(formats.map((f) => [f, share(results[f]![0]!)]));
-fs.writeFileSync(o.out, `${JSON.stringify({ model: o.model, date: new Date().toISOString(), options: o, promptTokens, ceilings, shares, results, llamaCpp, pytorch }, null, 2)}\n`);
+fs.writeFileSync(o.out, `${JSON.stringify({ model: o.model, date: new Date().toISOString(), options: o, promptTokens, ceilings, shares, results, memory, llamaCpp, pytorch }, null, 2)}\n`);
 console.log(`\nwrote ${o.out}`);

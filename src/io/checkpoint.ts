@@ -133,6 +133,13 @@ export class Checkpoint {
     return this.checkedFile(name, expectedShape).read(name, this.scratch.take(slot, Float32Array, count), this.scratch);
   }
 
+  /** Rows first .. first + count of a matrix, read like readTemporary. */
+  readRowsTemporary(name: string, expectedShape: [number, number], first: number, count: number, slot: string): Float32Array {
+    const width = expectedShape[1];
+    const into = this.scratch.take(slot, Float32Array, count * width);
+    return this.checkedFile(name, expectedShape).read(name, into, this.scratch, { first: first * width, count: count * width });
+  }
+
   private scratch = new ReusableBuffers();
 
   private checkedFile(name: string, expectedShape?: number[]): SafetensorsFile {

@@ -83,9 +83,10 @@ export class SafetensorsFile {
 
   /**
    * Reads one tensor and converts it to fp32: into a fresh array, or into `into` (exactly the
-   * tensor's size) with the file's bytes staged in `scratch`'s buffers.
+   * size read) with the file's bytes staged in `scratch`'s buffers. `range` reads `count` values
+   * from value `first` on (e.g. some rows of a matrix).
    */
-  read(name: string, into?: Float32Array, scratch?: ReusableBuffers): Float32Array {
+  read(name: string, into?: Float32Array, scratch?: ReusableBuffers, range?: { first: number; count: number }): Float32Array {
     const info = this.info(name);
     if (!FLOAT_DTYPES.includes(info.dtype)) {
       throw new CorematchingError(
@@ -93,15 +94,19 @@ export class SafetensorsFile {
         this.path,
       );
     }
-    const count = info.byteLength / (info.dtype === 'F32' ? 4 : 2);
+    const size = info.dtype === 'F32' ? 4 : 2;
+    const total = info.byteLength / size;
+    const { first, count } = range ?? { first: 0, count: total };
+    if (!(first >= 0 && count >= 0 && first + count <= total)) throw new Error(`${name}: values ${first}..${first + count} of ${total}`);
     if (into !== undefined && into.length !== count) throw new Error(`${name}: ${count} values into an array of ${into.length}`);
+    const offset = info.fileOffset + first * size;
     if (info.dtype === 'F32') {
       const out = into ?? new Float32Array(count);
-      this.readAt(new Uint8Array(out.buffer, out.byteOffset, out.byteLength), info.fileOffset);
+      this.readAt(new Uint8Array(out.buffer, out.byteOffset, out.byteLength), offset);
       return out;
     }
-    const bytes = scratch === undefined ? new Uint8Array(info.byteLength) : scratch.take('safetensors-bytes', Uint8Array, info.byteLength);
-    this.readAt(bytes, info.fileOffset);
+    const bytes = scratch === undefined ? new Uint8Array(count * 2) : scratch.take('safetensors-bytes', Uint8Array, count * 2);
+    this.readAt(bytes, offset);
     const halves = new Uint16Array(bytes.buffer, bytes.byteOffset, count);
     return info.dtype === 'BF16' ? bf16ToF32(halves, into) : f16ToF32(halves, into);
   }

@@ -9,10 +9,10 @@ import { CorematchingError } from '../io/errors.js';
 import type { TextConfig } from '../io/model-config.js';
 import type { WeightFormat } from '../graph/ops.js';
 import { buildLayerGraph, buildLmHeadGraph, type LayerGraphVariant } from './decoder-graph.js';
-import { quantizeRows } from './quantize.js';
+import { emptyInt4, emptyInt8, quantizeInt4Rows, quantizeLinearRows, quantizeRowsInto } from './quantize.js';
 import { collectGarbage } from '../util/collect-garbage.js';
 import { ReusableBuffers } from '../util/reusable-buffers.js';
-import { linearFeeds, optionalWeight, readLinear, weight, type WeightSource } from './weights.js';
+import { forEachRowSlice, linearFeeds, optionalWeight, readLinear, weight, type WeightSource } from './weights.js';
 
 /** One layer's feeds, by graph input name. */
 export type LayerWeights = Record<string, ort.Tensor>;
@@ -127,20 +127,32 @@ export class DecoderWeights {
     }
     const [h, vocab] = [c.hiddenSize, c.vocabSize];
     const finalNorm = weight(source, `${prefix}norm.weight`, [h]);
-    const embedTable = readLinear(source, `${prefix}embed_tokens.weight`, [vocab, h], format, 'embed');
+    const embedName = `${prefix}embed_tokens.weight`;
     const tied = c.tieWordEmbeddings && !source.has(lmHeadName);
-    const headFeeds = linearFeeds('lm_w', tied ? embedTable : readLinear(source, lmHeadName, [vocab, h], format), vocab, h, format);
     let embedding: Embedding;
     let lmHead: LayerWeights = {};
     let head: GraphSession;
-    if (format === 'fp32' && tied) {
-      // The fp32 table serves both; baking it would hold it twice.
-      embedding = { table: embedTable };
-      lmHead = { ...headFeeds, norm: finalNorm };
-      head = await GraphSession.create(buildLmHeadGraph(c, format), runtime);
+    if (format === 'fp32') {
+      const table = source.read(embedName, [vocab, h]);
+      embedding = { table };
+      // A tied fp32 table serves both; baking it would hold it twice.
+      const headFeeds = linearFeeds('lm_w', tied ? table : source.read(lmHeadName, [vocab, h]), vocab, h, format);
+      if (tied) lmHead = { ...headFeeds, norm: finalNorm };
+      head = await GraphSession.create(buildLmHeadGraph(c, format, tied ? {} : { ...headFeeds, norm: finalNorm }), runtime);
     } else {
-      embedding = format === 'fp32' ? { table: embedTable } : (({ values, scales }) => ({ int8: values, scales }))(quantizeRows(embedTable, vocab, h));
-      head = await GraphSession.create(buildLmHeadGraph(c, format, { ...headFeeds, norm: finalNorm }), runtime);
+      // Vocabulary-sized tables convert a slice of rows at a time.
+      const rows = { values: new Int8Array(vocab * h), scales: new Float32Array(vocab) };
+      const headWeight = format === 'int4' ? emptyInt4(vocab, h) : emptyInt8(vocab, h);
+      const quantizeHead = (slice: Float32Array, first: number) =>
+        format === 'int4' ? quantizeInt4Rows(slice, first, h, headWeight) : quantizeLinearRows(slice, first, h, headWeight);
+      forEachRowSlice(source, embedName, vocab, h, (slice, first) => {
+        quantizeRowsInto(slice, first, h, rows);
+        if (tied) quantizeHead(slice, first);
+      });
+      if (!tied) forEachRowSlice(source, lmHeadName, vocab, h, quantizeHead);
+      embedding = { int8: rows.values, scales: rows.scales };
+      const headFeeds = { lm_w: headWeight.values, lm_w_scale: headWeight.scales, norm: finalNorm };
+      head = await GraphSession.create(buildLmHeadGraph(c, format, headFeeds), runtime);
     }
     collectGarbage();
     const feedFormat = format === 'int4' ? 'int8' : format;

@@ -14,6 +14,8 @@ export interface WeightSource {
   read(name: string, expectedShape?: number[]): Float32Array;
   /** Like read, into a buffer kept for `slot`: valid until the next read into that slot. */
   readTemporary(name: string, expectedShape: number[], slot: string): Float32Array;
+  /** Rows first .. first + count of a matrix, like readTemporary. */
+  readRowsTemporary(name: string, expectedShape: [number, number], first: number, count: number, slot: string): Float32Array;
 }
 
 /** Tensor-name prefixes of one checkpoint's parts. */
@@ -56,6 +58,21 @@ export function detectLayout(weights: WeightSource): LlavaLayout {
  */
 export function readLinear(source: WeightSource, name: string, shape: number[], format: WeightFormat, slot = 'linear'): Float32Array {
   return format === 'fp32' ? source.read(name, shape) : source.readTemporary(name, shape, slot);
+}
+
+/** Values per slice when a large matrix is converted a slice at a time (64 MB of fp32). */
+const SLICE_VALUES = 16 * 1024 * 1024;
+
+/**
+ * Calls `each(rows, first)` over a matrix [rows, width] read a slice of rows at a time, so
+ * converting a vocabulary-sized table never holds it whole in fp32.
+ */
+export function forEachRowSlice(source: WeightSource, name: string, rows: number, width: number, each: (slice: Float32Array, first: number) => void): void {
+  const step = Math.max(1, Math.floor(SLICE_VALUES / width));
+  for (let first = 0; first < rows; first += step) {
+    const count = Math.min(step, rows - first);
+    each(source.readRowsTemporary(name, [rows, width], first, count, 'rows'), first);
+  }
 }
 
 /** Reads a tensor as an ORT tensor of the given shape. */
