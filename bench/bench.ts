@@ -17,7 +17,7 @@ import type { PolicyOptions } from '../src/sparsity/options.js';
 import type { WeightFormat } from '../src/graph/ops.js';
 import { VisionLanguageModel, WEIGHT_FORMATS, type GenerateResult } from '../src/pipeline/vision-language-model.js';
 import { measureCeilings } from './ceilings.js';
-import { benchLlamaCpp, type LlamaCppPhases } from './llama-cpp.js';
+import { benchLlamaCpp, benchLlamaCppImage, type LlamaCppImagePhases, type LlamaCppPhases } from './llama-cpp.js';
 
 interface Case {
   label: string;
@@ -157,6 +157,20 @@ const image = await decodeImage(o.image);
 const results: Record<string, Measured[]> = {};
 const llamaCpp: Record<string, LlamaCppPhases> = {};
 const memory: Record<string, PeakMemory> = {};
+const llamaCppImage: Record<string, LlamaCppImagePhases> = {};
+const mmproj = ggufDir === null ? null : path.join(ggufDir, 'mmproj-f16.gguf');
+/** llama-mtmd-cli's chat template closest to the checkpoint's (the GGUF carries none). */
+const chatTemplate = (model: string) => (JSON.parse(fs.readFileSync(path.join(model, 'config.json'), 'utf8')).text_config?.model_type === 'qwen2' ? 'chatml' : 'vicuna');
+
+/** llama.cpp on GGUF kind `kind`: llama-bench's prefill and decode, and with the mmproj a whole answer. */
+function benchPeer(kind: string): void {
+  const file = ggufDir === null ? null : path.join(ggufDir, `text-${kind}.gguf`);
+  if (file === null || !fs.existsSync(file) || llamaCpp[kind] !== undefined) return;
+  llamaCpp[kind] = benchLlamaCpp(file, promptTokens, o.newTokens, o.repeats, o.threads);
+  if (mmproj !== null && fs.existsSync(mmproj)) {
+    llamaCppImage[kind] = benchLlamaCppImage(file, mmproj, o.image, o.prompt, chatTemplate(o.model), o.newTokens, o.repeats, o.threads);
+  }
+}
 let promptTokens = 0;
 for (const format of formats) {
   const vlm = await VisionLanguageModel.load(o.model, { threads: o.threads, weights: format });
@@ -169,14 +183,9 @@ for (const format of formats) {
   await vlm.release();
   memory[format] = peakMemory(o.model, format, o.threads);
   // llama.cpp at the same bit width right after, so both see the machine in the same state.
-  const kind = GGUF_OF[format];
-  const file = ggufDir === null ? null : path.join(ggufDir, `text-${kind}.gguf`);
-  if (file !== null && fs.existsSync(file)) llamaCpp[kind] = benchLlamaCpp(file, promptTokens, o.newTokens, o.repeats, o.threads);
+  benchPeer(GGUF_OF[format]);
 }
-for (const kind of GGUF_KINDS) {
-  const file = ggufDir === null ? null : path.join(ggufDir, `text-${kind}.gguf`);
-  if (llamaCpp[kind] === undefined && file !== null && fs.existsSync(file)) llamaCpp[kind] = benchLlamaCpp(file, promptTokens, o.newTokens, o.repeats, o.threads);
-}
+for (const kind of GGUF_KINDS) benchPeer(kind);
 const pytorch = o.pytorch ? benchPytorch(o.model, o.image, o.prompt, o.newTokens, o.repeats, o.threads) : undefined;
 
 const f2 = (x: number) => x.toFixed(2);
@@ -221,6 +230,20 @@ if (Object.keys(llamaCpp).length > 0) {
   }
 }
 
+if (Object.keys(llamaCppImage).length > 0) {
+  const fastest = Math.min(...Object.values(llamaCppImage).map((r) => r.endToEndS));
+  // Every kind encodes the image with the same f16 mmproj: its vision time is their median.
+  const peerVision = median(Object.values(llamaCppImage).map((r) => r.visionS));
+  console.log(`\nA whole answer (vision + prefill + ${o.newTokens} tokens) beside llama.cpp's llama-mtmd-cli (its image encoder from the f16 mmproj; fastest dense llama.cpp: ${f2(fastest)} s)\n`);
+  console.log('| engine | weights | policy | vision s | vision + prefill + tokens s | vision vs llama.cpp | whole answer vs llama.cpp\'s fastest |\n|---|---|---|---|---|---|---|');
+  for (const format of formats) {
+    for (const r of results[format]!) {
+      console.log(`| corematching | ${format} | ${r.label} | ${f2(r.visionS)} | ${f2(r.endToEndS)} | ${ratio(peerVision / r.visionS)} | ${ratio(fastest / r.endToEndS)} |`);
+    }
+  }
+  for (const [kind, r] of Object.entries(llamaCppImage)) console.log(`| llama.cpp | ${kind} (mmproj f16) | dense | ${f2(r.visionS)} | ${f2(r.endToEndS)} | | |`);
+}
+
 console.log('\nPeak memory: this engine loading each format and answering one question, in a process of its own; llama.cpp (decoder only) during llama-bench\n');
 console.log('| engine | weights | weights in memory GiB | peak RSS GiB | peak / weights | load s |\n|---|---|---|---|---|---|');
 for (const format of formats) {
@@ -252,5 +275,5 @@ for (const format of formats) {
 
 fs.mkdirSync(path.dirname(o.out), { recursive: true });
 const shares = Object.fromEntries(formats.map((f) => [f, share(results[f]![0]!)]));
-fs.writeFileSync(o.out, `${JSON.stringify({ model: o.model, date: new Date().toISOString(), options: o, promptTokens, ceilings, shares, results, memory, llamaCpp, pytorch }, null, 2)}\n`);
+fs.writeFileSync(o.out, `${JSON.stringify({ model: o.model, date: new Date().toISOString(), options: o, promptTokens, ceilings, shares, results, memory, llamaCpp, llamaCppImage, pytorch }, null, 2)}\n`);
 console.log(`\nwrote ${o.out}`);

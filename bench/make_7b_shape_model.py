@@ -57,6 +57,7 @@ def config_and_tokenizer():
         image_seq_length=576, vision_feature_layer=-2, vision_feature_select_strategy="default",
         projector_hidden_act="gelu", tie_word_embeddings=False,
     )
+    config.architectures = ["LlavaForConditionalGeneration"]  # what save_pretrained of a model writes
     return spec, tok, config
 
 

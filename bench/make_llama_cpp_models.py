@@ -5,7 +5,8 @@ llama.cpp's convert_hf_to_gguf.py turns the LLaVA folder into a `llama` GGUF, so
 first rewritten as a plain *ForCausalLM folder of its own architecture (Qwen2, LLaMA, Mistral;
 weights unchanged, in the checkpoint's dtype, shard by shard so a 7B model is never held whole),
 then converted to a GGUF (f32 when f32 is asked for, else bf16) and quantized to the other kinds
-(Q4_K_M mostly falls back to q5_0 on 896-wide tensors, so q4_0 is the 4-bit row). Needs bench/build_llama_cpp.sh first, and scripts/requirements.txt (its sentencepiece: the
+(Q4_K_M mostly falls back to q5_0 on 896-wide tensors, so q4_0 is the 4-bit row). The vision tower
+and projector become mmproj-f16.gguf for llama-mtmd-cli (see `mmproj`). Needs bench/build_llama_cpp.sh first, and scripts/requirements.txt (its sentencepiece: the
 converter imports it before falling back to the GPT-2-style tokenizer.json). Resumable:
 files that exist are kept.
 
@@ -60,6 +61,68 @@ def text_folder(llava: Path, out: Path) -> None:
             shutil.copy(llava / f, out / f)
 
 
+# transformers 5 flattened CLIPVisionModel and SiglipVisionModel (no `.vision_model` level); the
+# legacy converter walks `model.vision_model.encoder.layers` and names tensors `vision_model.*`.
+# Run it with the loaded model wrapped back in that level.
+LEGACY_SHIM = """
+import runpy, sys, torch, transformers
+def wrap(cls):
+    load = cls.from_pretrained
+    class Wrapped(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.vision_model = inner
+    cls.from_pretrained = staticmethod(lambda *a, **k: Wrapped(load(*a, **k)))
+wrap(transformers.CLIPVisionModel)
+wrap(transformers.SiglipVisionModel)
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def mmproj(llava: Path, out: Path) -> None:
+    """The vision tower and projector as llama.cpp's LLaVA image encoder (mmproj-f16.gguf), through
+    its legacy converter: the new one converts only Pixtral's LLaVA. The converter wants the tower
+    as a CLIP/SigLIP folder of its own and the projector as a torch file; it takes GELU only when
+    hidden_act is "gelu" (else GELU-quick), so SigLIP's tanh GELU is written as "gelu" (ggml's GELU
+    is the tanh form). It keeps the tower up to the deepest vision_feature_layer."""
+    target = out / "mmproj-f16.gguf"
+    if target.exists():
+        return
+    config = json.loads((llava / "config.json").read_text())
+    vision = dict(config["vision_config"], vision_feature_layer=config.get("vision_feature_layer", -2))
+    siglip = vision["model_type"].startswith("siglip")
+    if vision.get("hidden_act") == "gelu_pytorch_tanh":
+        vision["hidden_act"] = "gelu"
+    work = out / "vision-hf"
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "config.json").write_text(json.dumps(vision, indent=2))
+    tower, projector = {}, {}
+    for shard in sorted(llava.glob("*.safetensors")):
+        for name, t in load_file(shard).items():
+            for p in ("model.vision_tower.", "vision_tower."):
+                if name.startswith(p):
+                    rest = name[len(p):]
+                    tower[rest if rest.startswith("vision_model.") else "vision_model." + rest] = t.to(torch.float32).contiguous()
+            for p in ("model.multi_modal_projector.", "multi_modal_projector."):
+                if name.startswith(p):
+                    projector["multi_modal_projector." + name[len(p):]] = t.to(torch.float32).contiguous()
+    save_file(tower, work / "model.safetensors", metadata={"format": "pt"})
+    torch.save(projector, work / "llava.projector")
+    del tower, projector
+    processor = json.loads((llava / "processor_config.json").read_text()).get("image_processor", {}) if (llava / "processor_config.json").exists() else {}
+    if (llava / "preprocessor_config.json").exists():
+        processor = json.loads((llava / "preprocessor_config.json").read_text())
+    args = [sys.executable, "-c", LEGACY_SHIM, str(LLAMA_CPP / "tools/mtmd/legacy-models/convert_image_encoder_to_gguf.py"), "-m", str(work),
+            "--llava-projector", str(work / "llava.projector"), "--output-dir", str(work),
+            "--clip-model-is-vision", *(["--clip-model-is-siglip"] if siglip else [])]
+    if "image_mean" in processor:
+        args += ["--image-mean", *map(str, processor["image_mean"]), "--image-std", *map(str, processor["image_std"])]
+    subprocess.run(args, check=True)
+    (work / "mmproj-model-f16.gguf").rename(target)
+    shutil.rmtree(work)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=str(ROOT / "bench/models/llava-qwen-0.5b-shape"))
@@ -78,6 +141,7 @@ def main() -> None:
         target = out / f"text-{kind}.gguf"
         if not target.exists():
             subprocess.run([str(LLAMA_CPP / "build/bin/llama-quantize"), str(base), str(target), kind.upper()], check=True)
+    mmproj(llava, out)
     print(f"wrote {out}")
 
 
