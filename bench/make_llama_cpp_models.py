@@ -31,6 +31,19 @@ PREFIXES = ("language_model.model.", "model.language_model.")
 ARCHITECTURES = {"qwen2": "Qwen2ForCausalLM", "llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM"}
 
 
+def pad_tokenizer(out: Path, vocab_size: int) -> None:
+    """llama.cpp wants one token per embedding row, and llava-1.5 pads its embedding (32064 rows)
+    past its tokenizer (32002 tokens; llama-bench: "token_embd.weight has wrong shape"): add unused
+    special tokens up to the embedding's size."""
+    file = out / "tokenizer.json"
+    tok = json.loads(file.read_text())
+    size = 1 + max([t["id"] for t in tok.get("added_tokens", [])] + list(tok["model"]["vocab"].values()))
+    for i in range(size, vocab_size):
+        tok["added_tokens"].append({"id": i, "content": f"<pad_{i}>", "single_word": False, "lstrip": False,
+                                    "rstrip": False, "normalized": False, "special": True})
+    file.write_text(json.dumps(tok, ensure_ascii=False))
+
+
 def text_folder(llava: Path, out: Path) -> None:
     if (out / "model.safetensors.index.json").exists() or (out / "model.safetensors").exists():
         return
@@ -59,6 +72,7 @@ def text_folder(llava: Path, out: Path) -> None:
     for f in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
         if (llava / f).exists():
             shutil.copy(llava / f, out / f)
+    pad_tokenizer(out, text["vocab_size"])
 
 
 # transformers 5 flattened CLIPVisionModel and SiglipVisionModel (no `.vision_model` level); the
