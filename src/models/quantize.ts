@@ -63,14 +63,6 @@ export function quantizeColumns(m: Float32Array, rows: number, cols: number): In
   return { values: new ort.Tensor('int8', values, [rows, cols]), scales: new ort.Tensor('float32', scales, [cols]) };
 }
 
-/** Column `col` of an int8 B [rows, cols], dequantized: for a tied embedding, one token's vector. */
-export function dequantizeColumn(w: Int8Weight, col: number, out: Float32Array, at = 0): void {
-  const [rows, cols] = w.values.dims as [number, number];
-  const values = w.values.data as Int8Array;
-  const scale = (w.scales.data as Float32Array)[col]!;
-  for (let r = 0; r < rows; r++) out[at + r] = values[r * cols + col]! * scale;
-}
-
 /** A 4-bit weight as MatMulNBits takes it. */
 export interface Int4Weight {
   /** [out, blocks, 16] uint8: two values a byte, the even input index in the low nibble. */
