@@ -168,6 +168,7 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=110, help="stop this run after this much wall time")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--projector-lr", type=float, help="peak learning rate of the projector (default: --lr); LLaVA's projector pretraining uses 1e-3")
     ap.add_argument("--warmup", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--save-every", type=int, default=25)
@@ -189,7 +190,10 @@ def main() -> None:
     for name, p in model.named_parameters():
         p.requires_grad = name.removeprefix("model.").startswith(TRAINABLE)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
+    projector = [p for n, p in model.named_parameters() if p.requires_grad and "multi_modal_projector" in n]
+    tower = [p for n, p in model.named_parameters() if p.requires_grad and "multi_modal_projector" not in n]
+    peak = [args.lr, args.projector_lr or args.lr]
+    optimizer = torch.optim.AdamW([{"params": tower}, {"params": projector}], lr=args.lr, weight_decay=0.0)
     step, history = 0, []
     if state:
         if state["optimizer"] is not None:
@@ -201,9 +205,10 @@ def main() -> None:
     model.train()
     t0, first = time.time(), step
     while step < args.steps and (time.time() - t0) / 60 < args.minutes:
-        lr = args.lr * min(1.0, (step + 1) / args.warmup) * 0.5 * (1 + math.cos(math.pi * step / args.steps))
-        for g in optimizer.param_groups:
-            g["lr"] = lr
+        scale = min(1.0, (step + 1) / args.warmup) * 0.5 * (1 + math.cos(math.pi * step / args.steps))
+        for g, top in zip(optimizer.param_groups, peak):
+            g["lr"] = top * scale
+        lr = args.lr * scale
         items = [image_questions("train", args.seed, step * args.batch + j) for j in range(args.batch)]
         logits, labels, question = answer_logits(model, *batcher(items))
         loss = question_mean_loss(logits, labels, question)
