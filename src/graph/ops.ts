@@ -107,10 +107,3 @@ export function mergeHeads(g: GraphBuilder, x: string, heads: number, headDim: n
   const t = g.op('Transpose', [x], { perm: [1, 0, 2] });
   return g.op('Reshape', [t, g.constInt64([-1, heads * headDim])]);
 }
-
-/** Rotary embedding in transformers' rotate_half form; cos/sin are [seq, headDim]. */
-export function rotary(g: GraphBuilder, x: string, cos: string, sin: string): string {
-  const [x1, x2] = g.node('Split', [x], { axis: -1, num_outputs: 2 }, 2) as [string, string];
-  const rotated = g.op('Concat', [g.op('Neg', [x2]), x1], { axis: -1 });
-  return g.op('Add', [g.op('Mul', [x, cos]), g.op('Mul', [rotated, sin])]);
-}

@@ -10,7 +10,7 @@
  * slots `cache_mask` hides, beside causal scores among the new tokens.
  */
 import { GraphBuilder, type BakedTensor } from '../graph/builder.js';
-import { activation, mergeHeads, rmsNorm, rotary, splitHeads, weightedLinear, type WeightFormat } from '../graph/ops.js';
+import { activation, mergeHeads, rmsNorm, splitHeads, weightedLinear, type WeightFormat } from '../graph/ops.js';
 import type { TextConfig } from '../io/model-config.js';
 
 /** What a layer run may additionally return, for a sparsity policy. */
@@ -36,14 +36,16 @@ export function buildLayerGraph(c: TextConfig, variant: LayerGraphVariant, baked
   const group = nh / kvh;
   const g = new GraphBuilder('decoder_layer');
   const x = g.input('x', ['seq', h]);
-  const cos = g.input('cos', ['seq', hd]);
-  const sin = g.input('sin', ['seq', hd]);
+  const cos = g.input('cos', ['seq', hd / 2]);
+  const sin = g.input('sin', ['seq', hd / 2]);
+  const row = g.input('row', [1, 'seq'], 'int64');
   const mask = g.input('mask', ['seq', 'seq']);
   const w = (name: string, shape: (number | string)[]) => g.input(name, shape);
   const bias = (name: string, size: number | string, present: boolean) => (present ? w(name, [size]) : undefined);
-  const unsqueezed = (t: string) => g.op('Unsqueeze', [t, g.constInt64([1])]);
-  /** [kvh, group, seq, hd] queries against [kvh, n, hd] keys -> [kvh, group, seq, n] scores. */
-  const scoresAgainst = (q: string, keys: string) => g.op('MatMul', [q, g.op('Transpose', [unsqueezed(keys)], { perm: [0, 1, 3, 2] })]);
+  /** [kvh, rows, hd] queries against [kvh, n, hd] keys -> [kvh, rows, n] scores (a transposed MatMul ORT fuses, no copy). */
+  const scoresAgainst = (q: string, keys: string) => g.op('MatMul', [q, g.op('Transpose', [keys], { perm: [0, 2, 1] })]);
+  /** ONNX Runtime's RotaryEmbedding (rotate-half form) on [1, seq, heads * hd], row i at its position's line of cos/sin. */
+  const rotary = (t: string, heads: number) => g.node('RotaryEmbedding', [t, row, cos, sin], { num_heads: heads }, 1, 'com.microsoft')[0]!;
 
   // q, k and v come from one product with the three weights stacked, [q; k; v] rows: one pass
   // over the weights instead of three, which is what a bandwidth-bound decode step pays for.
@@ -51,17 +53,23 @@ export function buildLayerGraph(c: TextConfig, variant: LayerGraphVariant, baked
   const qkvRows = (nh + 2 * kvh) * hd;
   const proj = (x: string, name: string, out: number | string, inFeatures: number | string, b?: string, transposed = false) =>
     weightedLinear(g, x, name, out, inFeatures, variant.format, b, transposed);
-  const qkv = proj(xn, 'qkv_w', qkvRows, h, bias('qkv_b', qkvRows, c.qkvBias));
-  const [q, k, v] = g.node('Split', [qkv, g.constInt64([nh * hd, kvh * hd, kvh * hd])], { axis: 1 }, 3) as [string, string, string];
-  const qr = g.op('Mul', [rotary(g, splitHeads(g, q, nh, hd), cos, sin), g.constFloat([1 / Math.sqrt(hd)])]);
-  const newK = rotary(g, splitHeads(g, k, kvh, hd), cos, sin);
+  const qkv = g.op('Unsqueeze', [proj(xn, 'qkv_w', qkvRows, h, bias('qkv_b', qkvRows, c.qkvBias)), g.constInt64([0])]);
+  const [q, k, v] = g.node('Split', [qkv, g.constInt64([nh * hd, kvh * hd, kvh * hd])], { axis: 2 }, 3) as [string, string, string];
+  const qr = g.op('Mul', [splitHeads(g, rotary(q, nh), nh, hd), g.constFloat([1 / Math.sqrt(hd)])]);
+  const newK = splitHeads(g, rotary(k, kvh), kvh, hd);
   const newV = splitHeads(g, v, kvh, hd);
   g.output('new_k', newK, [kvh, 'seq', hd]);
   g.output('new_v', newV, [kvh, 'seq', hd]);
 
   // Grouped-query attention: query head j*group + r reads kv head j, as transformers' repeat_kv.
-  const qGrouped = g.op('Reshape', [qr, g.constInt64([kvh, group, -1, hd])]);
-  const selfScores = g.op('Add', [scoresAgainst(qGrouped, newK), mask]);
+  // Each KV head's queries are one [group * seq, hd] block, so every product below is one
+  // matrix product per KV head rather than one per query head.
+  const qGrouped = g.op('Reshape', [qr, g.constInt64([kvh, -1, hd])]);
+  // Among the new tokens the causal mask is [seq, seq] for every query head: scored per head
+  // ([kvh, group, seq, seq]), then back to the blocks ([kvh, group * seq, seq]; 0 keeps a dim).
+  const perHead = g.op('Reshape', [qr, g.constInt64([kvh, group, -1, hd])]);
+  const newKPerHead = g.op('Transpose', [g.op('Unsqueeze', [newK, g.constInt64([1])])], { perm: [0, 1, 3, 2] });
+  const selfScores = g.op('Reshape', [g.op('Add', [g.op('MatMul', [perHead, newKPerHead]), mask]), g.constInt64([kvh, -1, 0])]);
   let probs: string;
   let context: string;
   if (variant.withCache) {
@@ -73,10 +81,10 @@ export function buildLayerGraph(c: TextConfig, variant: LayerGraphVariant, baked
     const axis = g.constInt64([-1]);
     const cacheProbs = g.op('Slice', [probs, g.constInt64([0]), capacity, axis]);
     const selfProbs = g.op('Slice', [probs, capacity, g.constInt64([Number.MAX_SAFE_INTEGER]), axis]);
-    context = g.op('Add', [g.op('MatMul', [cacheProbs, unsqueezed(cacheV)]), g.op('MatMul', [selfProbs, unsqueezed(newV)])]);
+    context = g.op('Add', [g.op('MatMul', [cacheProbs, cacheV]), g.op('MatMul', [selfProbs, newV])]);
   } else {
     probs = g.op('Softmax', [selfScores], { axis: -1 });
-    context = g.op('MatMul', [probs, unsqueezed(newV)]);
+    context = g.op('MatMul', [probs, newV]);
   }
   const merged = mergeHeads(g, g.op('Reshape', [context, g.constInt64([nh, -1, hd])]), nh, hd);
   const attnOut = proj(merged, 'o_w', h, nh * hd, bias('o_b', h, c.oBias));
@@ -95,8 +103,9 @@ export function buildLayerGraph(c: TextConfig, variant: LayerGraphVariant, baked
 
   if (variant.ffnActivations) g.output('ffn_act', act, ['seq', ffn]);
   if (variant.lastAttention) {
-    const lastRow = g.op('Gather', [probs, g.constInt64([-1], [])], { axis: 2 });
-    g.output('last_attn', g.op('Reshape', [lastRow, g.constInt64([nh, -1])]), [nh, 'keys']);
+    // [kvh, group * seq, keys] -> [heads, seq, keys] (0: keep that dim), then the last row.
+    const byHead = g.op('Reshape', [probs, g.constInt64([nh, -1, 0])]);
+    g.output('last_attn', g.op('Gather', [byHead, g.constInt64([-1], [])], { axis: 1 }), [nh, 'keys']);
   }
   return g.toBytes(baked);
 }

@@ -11,6 +11,7 @@
  * layers and read FFN activations and attention inside them; `ffns` swaps in compact core-neuron
  * FFNs, which run through one shared graph that takes every weight as an input.
  */
+import ort from 'onnxruntime-node';
 import { tensor, type Feeds, type RuntimeOptions } from '../graph/session.js';
 import { SessionCache } from '../graph/session-cache.js';
 import { CorematchingError } from '../io/errors.js';
@@ -181,8 +182,9 @@ export class LlamaDecoder {
     const feeds: Feeds = {
       ...(ffn === undefined ? {} : { ...this.weights.layerFeeds(layer), ...ffn }),
       x: tensor(hidden, [seq, c.hiddenSize]),
-      cos: tensor(rope.cos, [seq, c.headDim]),
-      sin: tensor(rope.sin, [seq, c.headDim]),
+      cos: tensor(rope.cos, [seq, c.headDim / 2]),
+      sin: tensor(rope.sin, [seq, c.headDim / 2]),
+      row: step.rows(seq),
       mask: tensor(step.causal(seq), [seq, seq]),
     };
     let slots = 0;
@@ -214,7 +216,7 @@ export class LlamaDecoder {
  */
 class StepTables {
   private ropeFor: { positions: readonly number[]; tables: ReturnType<typeof ropeTables> } | undefined;
-  private causalFor: { seq: number; mask: Float32Array } | undefined;
+  private causalFor: { seq: number; mask: Float32Array; rows: ort.Tensor } | undefined;
   private readonly cacheMasks = new Map<number, Float32Array>();
 
   constructor(
@@ -228,9 +230,21 @@ class StepTables {
     return this.ropeFor.tables;
   }
 
+  private forSeq(seq: number): NonNullable<StepTables['causalFor']> {
+    if (this.causalFor?.seq !== seq) {
+      const rows = new ort.Tensor('int64', BigInt64Array.from({ length: seq }, (_, i) => BigInt(i)), [1, seq]);
+      this.causalFor = { seq, mask: causalMask(seq), rows };
+    }
+    return this.causalFor;
+  }
+
   causal(seq: number): Float32Array {
-    if (this.causalFor?.seq !== seq) this.causalFor = { seq, mask: causalMask(seq) };
-    return this.causalFor.mask;
+    return this.forSeq(seq).mask;
+  }
+
+  /** 0 .. seq-1 as [1, seq]: each row reads its own line of the RoPE tables. */
+  rows(seq: number): ort.Tensor {
+    return this.forSeq(seq).rows;
   }
 
   cacheMask(length: number): Float32Array {

@@ -1,10 +1,11 @@
 /**
  * Rotary-embedding tables for arbitrary (possibly non-contiguous) positions, rounded the way
- * transformers computes them in fp32: inv_freq = 1 / theta^(2i/d), angle = position * inv_freq,
- * emb = cat(angle, angle).
+ * transformers computes them in fp32: inv_freq = 1 / theta^(2i/d), angle = position * inv_freq.
+ * Half tables: transformers' emb = cat(angle, angle) repeats them, ONNX Runtime's RotaryEmbedding
+ * (rotate-half form, not interleaved) takes them once.
  */
 export interface RopeTables {
-  cos: Float32Array; // [positions, headDim]
+  cos: Float32Array; // [positions, headDim / 2]
   sin: Float32Array;
 }
 
@@ -17,17 +18,13 @@ export function inverseFrequencies(headDim: number, theta: number): Float32Array
 
 export function ropeTables(positions: readonly number[], headDim: number, invFreq: Float32Array): RopeTables {
   const half = headDim / 2;
-  const cos = new Float32Array(positions.length * headDim);
-  const sin = new Float32Array(positions.length * headDim);
+  const cos = new Float32Array(positions.length * half);
+  const sin = new Float32Array(positions.length * half);
   positions.forEach((p, row) => {
     for (let i = 0; i < half; i++) {
       const angle = Math.fround(p * invFreq[i]!);
-      const c = Math.cos(angle);
-      const s = Math.sin(angle);
-      cos[row * headDim + i] = c;
-      cos[row * headDim + half + i] = c;
-      sin[row * headDim + i] = s;
-      sin[row * headDim + half + i] = s;
+      cos[row * half + i] = Math.cos(angle);
+      sin[row * half + i] = Math.sin(angle);
     }
   });
   return { cos, sin };
