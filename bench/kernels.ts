@@ -3,7 +3,9 @@
  * its weight as a graph input (what the engine does today: one session per kind of layer, compact
  * core-neuron weights fed per request) and as an initializer (pre-packed by ONNX Runtime), at
  * decode (M = 1) and prefill (M = 768) sizes. Twelve distinct [4864 x 896] weights cycle so
- * decode reads them from memory, not cache. Prints a table and writes JSON.
+ * decode reads them from memory, not cache. Then what a decode step pays besides its products:
+ * a session run, one small operator, and ONNX Runtime's fused GroupQueryAttention (which the
+ * engine measured and does not use). Prints tables and writes JSON.
  *
  *   npm run bench:kernels
  */
@@ -124,5 +126,71 @@ console.log(`\n[${N} x ${K}] weights, ${COPIES} distinct, ${o.threads} threads: 
 console.log('| kernel | M=1 Gparam/s, input | M=1 Gparam/s, initializer | M=768 GOP/s, input | M=768 GOP/s, initializer |\n|---|---|---|---|---|');
 const f = (x: number) => x.toFixed(1);
 for (const r of rows) console.log(`| ${r.kernel} | ${f(r.decodeInputGparams)} | ${f(r.decodeInitializerGparams)} | ${r.prefillInputGops.toFixed(0)} | ${r.prefillInitializerGops.toFixed(0)} |`);
+
+/** Microseconds per call of `run`, after a warm-up. */
+async function microseconds(run: () => Promise<unknown>, calls = 400): Promise<number> {
+  for (let i = 0; i < 20; i++) await run();
+  const t0 = performance.now();
+  for (let i = 0; i < calls; i++) await run();
+  return ((performance.now() - t0) * 1000) / calls;
+}
+
+/** A session of `ops` chained Adds on one [1, 896] row: the fixed costs of a run and of an operator. */
+async function chainOfAdds(ops: number): Promise<number> {
+  const g = new GraphBuilder('adds');
+  let y = g.input('x', [1, K]);
+  for (let i = 0; i < ops; i++) y = g.op('Add', [y, g.constFloat([1e-3])]);
+  g.output('y', y, [1, K]);
+  const session = await GraphSession.create(g.toBytes(), { threads: o.threads });
+  const x = new ort.Tensor('float32', random(K), [1, K]);
+  return microseconds(() => session.run({ x }));
+}
+
+/**
+ * GroupQueryAttention at decode with Qwen2-0.5B's heads (14 query, 2 KV, 64 wide): one query
+ * against 768 cached tokens in an 800-slot buffer bound as both past and present, so the kernel
+ * writes the new token in place and copies nothing (the layout the engine would use).
+ */
+async function groupQueryAttention(): Promise<number> {
+  const [heads, kvHeads, width, slots, cached] = [14, 2, 64, 800, 768];
+  const g = new GraphBuilder('gqa');
+  const cacheDims = [1, kvHeads, slots, width];
+  const inputs = [
+    g.input('q', [1, 1, heads * width]),
+    g.input('k', [1, 1, kvHeads * width]),
+    g.input('v', [1, 1, kvHeads * width]),
+    g.input('past_k', cacheDims),
+    g.input('past_v', cacheDims),
+    g.input('seqlens_k', [1], 'int32'),
+    g.input('total', [], 'int32'),
+  ];
+  const [out, presentK, presentV] = g.node('GroupQueryAttention', inputs, { num_heads: heads, kv_num_heads: kvHeads }, 3, 'com.microsoft');
+  g.output('out', out!, [1, 1, heads * width]);
+  g.output('present_k', presentK!, cacheDims);
+  g.output('present_v', presentV!, cacheDims);
+  const session = await ort.InferenceSession.create(g.toBytes(), {
+    intraOpNumThreads: o.threads,
+    extra: { session: { intra_op: { allow_spinning: '1' }, force_spinning_stop: '1' } },
+  });
+  const [pastK, pastV] = [new ort.Tensor('float32', random(2 * slots * width), cacheDims), new ort.Tensor('float32', random(2 * slots * width), cacheDims)];
+  const feeds = {
+    q: new ort.Tensor('float32', random(heads * width), [1, 1, heads * width]),
+    k: new ort.Tensor('float32', random(kvHeads * width), [1, 1, kvHeads * width]),
+    v: new ort.Tensor('float32', random(kvHeads * width), [1, 1, kvHeads * width]),
+    past_k: pastK,
+    past_v: pastV,
+    seqlens_k: new ort.Tensor('int32', Int32Array.of(cached), [1]),
+    total: new ort.Tensor('int32', Int32Array.of(cached + 1), []),
+  };
+  return microseconds(() => session.run(feeds, { out: null, present_k: pastK, present_v: pastV }));
+}
+
+const [oneOp, fortyOps] = [await chainOfAdds(1), await chainOfAdds(40)];
+const overhead = { sessionRunUs: oneOp, operatorUs: (fortyOps - oneOp) / 39, groupQueryAttentionUs: await groupQueryAttention() };
+console.log(`\nWhat a decode step pays besides its products (${o.threads} threads)\n`);
+console.log('| what | microseconds |\n|---|---|');
+console.log(`| a session run of one small operator ([1, ${K}] Add), JavaScript to JavaScript | ${overhead.sessionRunUs.toFixed(0)} |`);
+console.log(`| each further small operator in the same run | ${overhead.operatorUs.toFixed(1)} |`);
+console.log(`| GroupQueryAttention, 1 query over 768 cached tokens (Qwen2-0.5B heads), cache bound in place | ${overhead.groupQueryAttentionUs.toFixed(0)} |`);
 fs.mkdirSync(path.dirname(o.out), { recursive: true });
-fs.writeFileSync(o.out, `${JSON.stringify({ date: new Date().toISOString(), threads: o.threads, rows }, null, 2)}\n`);
+fs.writeFileSync(o.out, `${JSON.stringify({ date: new Date().toISOString(), threads: o.threads, rows, overhead }, null, 2)}\n`);
