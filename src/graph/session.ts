@@ -15,6 +15,11 @@ export function tensor(data: Float32Array, dims: readonly number[]): ort.Tensor 
   return new ort.Tensor('float32', data, dims as number[]);
 }
 
+/** An int64 tensor (indices, positions) of `values`. */
+export function int64Tensor(values: readonly number[], dims: readonly number[]): ort.Tensor {
+  return new ort.Tensor('int64', BigInt64Array.from(values, BigInt), dims as number[]);
+}
+
 export class GraphSession {
   private constructor(private readonly session: ort.InferenceSession) {}
 

@@ -11,8 +11,8 @@
  * layers and read FFN activations and attention inside them; `ffns` swaps in compact core-neuron
  * FFNs, which run through one shared graph that takes every weight as an input.
  */
-import ort from 'onnxruntime-node';
-import { tensor, type Feeds, type RuntimeOptions } from '../graph/session.js';
+import type ort from 'onnxruntime-node';
+import { int64Tensor, tensor, type Feeds, type RuntimeOptions } from '../graph/session.js';
 import { SessionCache } from '../graph/session-cache.js';
 import { CorematchingError } from '../io/errors.js';
 import type { TextConfig } from '../io/model-config.js';
@@ -211,12 +211,12 @@ export class LlamaDecoder {
 }
 
 /**
- * The RoPE tables and masks of one forward pass: every layer sees the same positions, so they are
+ * The RoPE tables, row indices and masks of one forward pass: every layer sees the same positions, so they are
  * built once per pass, not once per layer (cache masks once per distinct cached length).
  */
 class StepTables {
   private ropeFor: { positions: readonly number[]; tables: ReturnType<typeof ropeTables> } | undefined;
-  private causalFor: { seq: number; mask: Float32Array; rows: ort.Tensor } | undefined;
+  private perSeq: { seq: number; mask: Float32Array; rows: ort.Tensor } | undefined;
   private readonly cacheMasks = new Map<number, Float32Array>();
 
   constructor(
@@ -230,12 +230,12 @@ class StepTables {
     return this.ropeFor.tables;
   }
 
-  private forSeq(seq: number): NonNullable<StepTables['causalFor']> {
-    if (this.causalFor?.seq !== seq) {
-      const rows = new ort.Tensor('int64', BigInt64Array.from({ length: seq }, (_, i) => BigInt(i)), [1, seq]);
-      this.causalFor = { seq, mask: causalMask(seq), rows };
+  private forSeq(seq: number): NonNullable<StepTables['perSeq']> {
+    if (this.perSeq?.seq !== seq) {
+      const rows = int64Tensor(Array.from({ length: seq }, (_, i) => i), [1, seq]);
+      this.perSeq = { seq, mask: causalMask(seq), rows };
     }
-    return this.causalFor;
+    return this.perSeq;
   }
 
   causal(seq: number): Float32Array {
