@@ -168,10 +168,7 @@ async function groupQueryAttention(): Promise<number> {
   g.output('out', out!, [1, 1, heads * width]);
   g.output('present_k', presentK!, cacheDims);
   g.output('present_v', presentV!, cacheDims);
-  const session = await ort.InferenceSession.create(g.toBytes(), {
-    intraOpNumThreads: o.threads,
-    extra: { session: { intra_op: { allow_spinning: '1' }, force_spinning_stop: '1' } },
-  });
+  const session = await GraphSession.create(g.toBytes(), { threads: o.threads });
   const [pastK, pastV] = [new ort.Tensor('float32', random(2 * slots * width), cacheDims), new ort.Tensor('float32', random(2 * slots * width), cacheDims)];
   const feeds = {
     q: new ort.Tensor('float32', random(heads * width), [1, 1, heads * width]),

@@ -43,7 +43,11 @@ export class GraphSession {
     return new GraphSession(session);
   }
 
-  async run(feeds: Feeds, outputs?: string[]): Promise<Record<string, ort.Tensor>> {
+  /**
+   * Runs and returns `outputs` (default: all). Given as a record, an output mapped to a tensor is
+   * written into it (ONNX Runtime accepts pre-allocated outputs) and one mapped to null is made.
+   */
+  async run(feeds: Feeds, outputs?: string[] | Record<string, ort.Tensor | null>): Promise<Record<string, ort.Tensor>> {
     const result = outputs === undefined ? await this.session.run(feeds) : await this.session.run(feeds, outputs);
     return result as Record<string, ort.Tensor>;
   }
