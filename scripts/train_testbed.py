@@ -196,8 +196,11 @@ def main() -> None:
     optimizer = torch.optim.AdamW([{"params": tower}, {"params": projector}], lr=args.lr, weight_decay=0.0)
     step, history = 0, []
     if state:
-        if state["optimizer"] is not None:
+        if state["optimizer"] is not None and len(state["optimizer"]["param_groups"]) == len(optimizer.param_groups):
             optimizer.load_state_dict(state["optimizer"])
+        elif state["optimizer"] is not None:
+            # Saved before the projector had a group of its own: weights and step go on, the optimiser restarts.
+            print("the saved optimiser state predates --projector-lr (one parameter group); starting a fresh optimiser")
         step, history = state["step"], state["history"]
         print(f"resumed at step {step}")
     (out / "args.json").write_text(json.dumps(vars(args), indent=1) + "\n")
