@@ -211,8 +211,9 @@ export class LlamaDecoder {
 }
 
 /**
- * The RoPE tables, row indices and masks of one forward pass: every layer sees the same positions, so they are
- * built once per pass, not once per layer (cache masks once per distinct cached length).
+ * The RoPE tables, row indices and masks of one forward pass: every layer sees the same
+ * positions, so they are built once per pass, not once per layer (cache masks once per distinct
+ * cached length).
  */
 class StepTables {
   private ropeFor: { positions: readonly number[]; tables: ReturnType<typeof ropeTables> } | undefined;
