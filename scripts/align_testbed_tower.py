@@ -36,17 +36,16 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import scenes  # noqa: E402
 from build_testbed import assemble  # noqa: E402
+from train_testbed import TRAINABLE, save  # noqa: E402
 
 PATCH = 14
 GRID = 16  # 224 / 14
 COVERED = 0.4  # a patch belongs to an object when the object covers at least this fraction of it
 OBJECT_WEIGHT = 4.0  # objects cover ~15% of the patches; weigh them up so the background does not dominate
-TRAINABLE = ("vision_tower.", "multi_modal_projector.")
 
 
 def patch_owners(scene: scenes.Scene) -> np.ndarray:
@@ -111,13 +110,9 @@ def batch(processor, targets: Targets, seed: int, start: int, count: int):
     return pixels, torch.stack(goal), torch.stack(weight)
 
 
-def save(out: Path, model, optimizer, step: int, history: list) -> None:
-    tower = {k: v.detach().clone() for k, v in model.model.state_dict().items() if k.startswith(TRAINABLE)}
-    torch.save({"step": step, "tower": tower, "optimizer": optimizer.state_dict(), "history": history}, out / "state.pt.tmp")
-    os.replace(out / "state.pt.tmp", out / "state.pt")
-    save_file({k: v.to(torch.float16).contiguous() for k, v in tower.items()}, out / "tower.safetensors.tmp",
-              metadata={"step": "0", "align_steps": str(step)})
-    os.replace(out / "tower.safetensors.tmp", out / "tower.safetensors")
+def stage2_start(step: int) -> dict[str, str]:
+    """tower.safetensors' metadata: step 0, so train_testbed.py --init runs its whole schedule."""
+    return {"step": "0", "align_steps": str(step)}
 
 
 @torch.no_grad()
@@ -200,8 +195,8 @@ def main() -> None:
         if step % 20 == 0 or step == 1:
             print(f"step {step} loss {loss.item():.4f} {(time.time() - t0) / (step - first):.2f} s/step this run", flush=True)
         if step % args.save_every == 0:
-            save(out, model, optimizer, step, history)
-    save(out, model, optimizer, step, history)
+            save(out, model, optimizer, step, history, stage2_start(step))
+    save(out, model, optimizer, step, history, stage2_start(step))
     model.eval()
     accuracy = nearest_word_accuracy(model, processor, targets, args.seed)
     print(f"step {step}: object patches nearest to their own word: " + ", ".join(f"{k} {100 * a:.1f}%" for k, a in accuracy.items()))

@@ -152,12 +152,14 @@ def validate(model, batcher, seed: int, count: int, batch: int):
     return {t: c / n for t, (c, n) in per_type.items()}
 
 
-def save(out: Path, model, optimizer, step: int, history: list) -> None:
+def save(out: Path, model, optimizer, step: int, history: list, metadata: dict[str, str] | None = None) -> None:
+    """state.pt (to resume) and tower.safetensors (fp16; `metadata`, by default the step, is what
+    --init reads), each written atomically."""
     tower = trainable_state(model)
     tmp = out / "state.pt.tmp"
     torch.save({"step": step, "tower": tower, "optimizer": optimizer.state_dict(), "history": history}, tmp)
     os.replace(tmp, out / "state.pt")
-    save_file({k: v.to(torch.float16).contiguous() for k, v in tower.items()}, out / "tower.safetensors.tmp", metadata={"step": str(step)})
+    save_file({k: v.to(torch.float16).contiguous() for k, v in tower.items()}, out / "tower.safetensors.tmp", metadata=metadata or {"step": str(step)})
     os.replace(out / "tower.safetensors.tmp", out / "tower.safetensors")
 
 
