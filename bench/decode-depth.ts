@@ -3,12 +3,13 @@
  * `steps` decode steps, for each depth in turn (rounds alternate the depths, medians reported).
  * Shows what a step costs beyond its weights: attention over, and bookkeeping of, the KV cache.
  *
- *   npm run bench:depth -- --model bench/models/llava-qwen-0.5b-shape --depths 64,2048
+ *   npm run bench:depth -- --model bench/models/llava-qwen-0.5b-shape --depths 64,2048 --weights int8
  */
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Command } from 'commander';
+import type { WeightFormat } from '../src/graph/ops.js';
 import { VisionLanguageModel } from '../src/pipeline/vision-language-model.js';
 
 const program = new Command()
@@ -16,13 +17,14 @@ const program = new Command()
   .option('--depths <list>', 'context depths, comma-separated', '64,2048')
   .option('--steps <n>', 'decode steps timed per run', (v) => Number(v), 32)
   .option('--rounds <n>', 'rounds over every depth (medians are reported)', (v) => Number(v), 3)
+  .option('--weights <format>', 'weight format: fp32, int8 or int4', 'fp32')
   .option('--threads <n>', 'ONNX Runtime threads', (v) => Number(v), os.availableParallelism())
   .option('--out <file>', 'JSON output', 'bench/results/decode-depth.json')
   .parse();
-const o = program.opts<{ model: string; depths: string; steps: number; rounds: number; threads: number; out: string }>();
+const o = program.opts<{ model: string; depths: string; steps: number; rounds: number; weights: string; threads: number; out: string }>();
 const depths = o.depths.split(',').map(Number);
 
-const vlm = await VisionLanguageModel.load(o.model, { threads: o.threads });
+const vlm = await VisionLanguageModel.load(o.model, { threads: o.threads, weights: o.weights as WeightFormat });
 const decoder = vlm.model.decoder;
 const vocab = decoder.config.vocabSize;
 
@@ -44,7 +46,7 @@ await vlm.release();
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const rows = depths.map((depth) => ({ depth, tokensPerSecond: median(speeds.get(depth)!), runs: speeds.get(depth)! }));
-console.log(`\n${path.basename(o.model)}: decode after a prefill of each depth, ${o.steps} steps, ${o.threads} threads, medians of ${o.rounds} rounds\n`);
+console.log(`\n${path.basename(o.model)}: ${o.weights} decode after a prefill of each depth, ${o.steps} steps, ${o.threads} threads, medians of ${o.rounds} rounds\n`);
 console.log('| context depth | decode tokens/s |\n|---|---|');
 for (const r of rows) console.log(`| ${r.depth} | ${r.tokensPerSecond.toFixed(2)} |`);
 fs.mkdirSync(path.dirname(o.out), { recursive: true });

@@ -20,10 +20,21 @@ export function int64Tensor(values: readonly number[], dims: readonly number[]):
   return new ort.Tensor('int64', BigInt64Array.from(values, BigInt), dims as number[]);
 }
 
+/** How a session holds its intermediate tensors. */
+export interface MemoryOptions {
+  /**
+   * Keep them in a memory arena across runs (ONNX Runtime's default; off otherwise). A session
+   * that runs many times over large activations (the vision tower's shared layer graph) runs
+   * ~1.5x faster with one; but each session's arena keeps its largest run's activations, so it
+   * suits a few shared sessions, not one per layer.
+   */
+  arena?: boolean;
+}
+
 export class GraphSession {
   private constructor(private readonly session: ort.InferenceSession) {}
 
-  static async create(model: Uint8Array, options: RuntimeOptions = {}): Promise<GraphSession> {
+  static async create(model: Uint8Array, options: RuntimeOptions = {}, memory: MemoryOptions = {}): Promise<GraphSession> {
     // ONNX Runtime 1.30 on Linux otherwise logs usage events to ~/.cache/Microsoft/DeveloperTools
     // (and may upload them) and leaves an empty /tmp/mat-debug-<pid>.log; it reads this variable
     // when its environment is made, at the first session. A user's own setting wins.
@@ -32,7 +43,7 @@ export class GraphSession {
       executionProviders: ['cpu'],
       graphOptimizationLevel: 'all',
       executionMode: 'sequential',
-      enableCpuMemArena: false,
+      enableCpuMemArena: memory.arena === true,
       interOpNumThreads: 1,
       ...(options.threads === undefined ? {} : { intraOpNumThreads: options.threads }),
       // A decode step runs ~25 sessions of ~50 small operators each. Spinning workers answer each

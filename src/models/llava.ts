@@ -38,9 +38,8 @@ export class LlavaModel {
     onStep?: () => void,
   ): Promise<LlavaModel> {
     const layout = detectLayout(source);
-    const layersNeeded = Math.max(...config.visionFeatureLayers);
     const imageFormat = format === 'int4' ? 'int8' : format;
-    const vision = await VisionTower.load(source, layout.vision, config.vision, layersNeeded, imageFormat, runtime, onStep);
+    const vision = await VisionTower.load(source, layout.vision, config.vision, config.visionFeatureLayers, imageFormat, runtime, onStep);
     const projector = await Projector.load(
       source,
       layout.projector,
