@@ -43,11 +43,10 @@ function buildEmbeddingGraph(c: VisionConfig): Uint8Array {
 /** Encoder layer weights as the layer graph takes them, named `l<layer>.<short>_w` etc. */
 const layerPrefix = (l: number) => `l${l}.`;
 
-/** Adds encoder layer `l` on x [seq, hidden], its weights as inputs under layerPrefix(l); returns its output. */
-function addLayer(g: GraphBuilder, c: VisionConfig, format: WeightFormat, x: string, l: number): string {
+/** Adds an encoder layer on x [seq, hidden], its weights as inputs named `p` + `ln1_w` etc.; returns its output. */
+function addLayer(g: GraphBuilder, c: VisionConfig, format: WeightFormat, x: string, p: string): string {
   const { hiddenSize: hid, numAttentionHeads: nh, intermediateSize: ffn } = c;
   const hd = hid / nh;
-  const p = layerPrefix(l);
   const w = (name: string, shape: number[]) => g.input(`${p}${name}`, shape);
   /** x @ W^T + b for the weight `short`_w [out, in] and its bias `short`_b. */
   const linear = (x: string, short: string, out: number, inFeatures: number) => weightedLinear(g, x, `${p}${short}_w`, out, inFeatures, format, w(`${short}_b`, [out]));
@@ -72,34 +71,49 @@ function buildLayersGraph(c: VisionConfig, format: WeightFormat, first: number, 
   const g = new GraphBuilder('vision_layers');
   let x = g.input('x', ['seq', c.hiddenSize]);
   for (let l = first; l < last; l++) {
-    x = addLayer(g, c, format, x, l);
+    x = addLayer(g, c, format, x, layerPrefix(l));
     if (outputs.has(l + 1) || l + 1 === last) g.output(`h${l + 1}`, x, ['seq', c.hiddenSize]);
   }
   return g.toBytes(baked);
 }
 
-/**
- * Weight bytes per session of consecutive layers. Fewer sessions mean fewer arenas (each keeps
- * about one layer's activations); smaller ones bound the serialised graph a load holds at once
- * (and stay far below protobuf's 2 GB).
- */
-const GROUP_BYTES = 512 * 2 ** 20;
+/** One encoder layer whose weights (unprefixed names) are fed with each run: output `out`. */
+function buildFedLayerGraph(c: VisionConfig, format: WeightFormat): Uint8Array {
+  const g = new GraphBuilder('vision_layer');
+  g.output('out', addLayer(g, c, format, g.input('x', ['seq', c.hiddenSize]), ''), ['seq', c.hiddenSize]);
+  return g.toBytes();
+}
 
-/** A run of consecutive layers in one session. */
+/**
+ * Weight bytes per session of consecutive baked layers. Each session's arena keeps about one
+ * layer's activations (~150 MB at 729 tokens); the serialised graph a load holds at once, and
+ * the memory ONNX Runtime leaves behind converting it, grow with the group. Measured on the 0.5B
+ * bench checkpoint in int8: 128 MiB groups (4 sessions) peak at 2.2-2.3 GiB, 512 MiB (1 session)
+ * at 2.4-2.6, encoding as fast.
+ */
+const GROUP_BYTES = 128 * 2 ** 20;
+
+/**
+ * Consecutive layers run by one session: its own baked weights, or (`feeds`) the one layer
+ * `first` whose weights are fed to the shared graph.
+ */
 interface LayerGroup {
   first: number;
   last: number;
   session: GraphSession;
+  feeds?: Weights;
 }
 
 const bytesOf = (weights: Weights) => Object.values(weights).reduce((n, t) => n + (t.data as ArrayBufferView).byteLength, 0);
 
 /**
- * The encoder's layers run in a few sessions of consecutive layers with their weights baked in,
- * each with a memory arena: ONNX Runtime pre-packs baked weights, and reuses one run's
- * activation buffers in the next. Together they encode an image ~1.7x faster than one shared
- * layer graph fed each layer's weights (neither alone gains much; measured on the 0.5B bench
- * checkpoint, int8, on an AVX-512 VNNI host).
+ * Quantized, the encoder's layers run in a few sessions of consecutive layers with their
+ * weights baked in, each with a memory arena: ONNX Runtime pre-packs baked weights and reuses
+ * one run's activation buffers in the next. Together they encode an image ~1.6x faster than
+ * one shared layer graph fed each layer's weights (neither alone gains much; 0.5B bench
+ * checkpoint, int8, AVX-512 VNNI host). In fp32, whose weights are 4x larger, that costs
+ * ~0.7 GiB more at peak (4 arenas, conversion left-overs), so fp32 keeps the shared graph fed
+ * each layer's weights, with one arena.
  */
 export class VisionTower {
   private constructor(
@@ -139,6 +153,7 @@ export class VisionTower {
     const layersNeeded = Math.max(...featureLayers);
     const outputs = new Set(featureLayers);
     const groups: LayerGroup[] = [];
+    const fed = format === 'fp32' ? await GraphSession.create(buildFedLayerGraph(c, format), runtime, { arena: true }) : undefined;
     let pending: Weights = {};
     let first = 0;
     const flush = async (last: number) => {
@@ -150,7 +165,7 @@ export class VisionTower {
     for (let l = 0; l < layersNeeded; l++) {
       const lp = `${prefix}encoder.layers.${l}.`;
       const lw: Weights = {};
-      const p = layerPrefix(l);
+      const p = fed === undefined ? layerPrefix(l) : '';
       const pairs: [string, string, number[]][] = [
         ['ln1', 'layer_norm1', [hid]],
         ['q', 'self_attn.q_proj', [hid, hid]],
@@ -166,16 +181,20 @@ export class VisionTower {
         else Object.assign(lw, linearFeeds(`${p}${short}_w`, readLinear(source, `${lp}${name}.weight`, shape, format), shape[0]!, shape[1]!, format));
         lw[`${p}${short}_b`] = weight(source, `${lp}${name}.bias`, [shape[0]!]);
       }
-      if (l > first && bytesOf(pending) + bytesOf(lw) > GROUP_BYTES) await flush(l);
-      Object.assign(pending, lw);
+      if (fed !== undefined) {
+        groups.push({ first: l, last: l + 1, session: fed, feeds: lw });
+      } else {
+        if (l > first && bytesOf(pending) + bytesOf(lw) > GROUP_BYTES) await flush(l);
+        Object.assign(pending, lw);
+      }
       onLayer?.();
     }
-    if (layersNeeded > first) await flush(layersNeeded);
+    if (fed === undefined && layersNeeded > first) await flush(layersNeeded);
     return new VisionTower(c, emb, await GraphSession.create(buildEmbeddingGraph(c), runtime), groups, outputs);
   }
 
   async release(): Promise<void> {
-    for (const session of [this.embeddingSession, ...this.groups.map((group) => group.session)]) await session.release();
+    for (const session of new Set([this.embeddingSession, ...this.groups.map((group) => group.session)])) await session.release();
   }
 
   /** hidden_states[i] for each requested index i, each [tokens, hidden]. */
@@ -193,8 +212,13 @@ export class VisionTower {
       ['out'],
     );
     states.set(0, x!);
-    for (const { first, last, session } of this.groups) {
+    for (const { first, last, session, feeds } of this.groups) {
       if (first >= deepest) break;
+      if (feeds !== undefined) {
+        [x] = await session.runFloat({ ...feeds, x: tensor(x!, [visionTokenCount(c), c.hiddenSize]) }, ['out']);
+        states.set(last, x!);
+        continue;
+      }
       const names = [...Array(last - first).keys()].map((i) => first + i + 1).filter((i) => i === last || this.featureLayers.has(i));
       const out = await session.runFloat({ x: tensor(x!, [visionTokenCount(c), c.hiddenSize]) }, names.map((i) => `h${i}`));
       names.forEach((i, j) => states.set(i, out[j]!));
