@@ -4,8 +4,9 @@
  * core-neuron weights fed per request) and as an initializer (pre-packed by ONNX Runtime), at
  * decode (M = 1) and prefill (M = 768) sizes. Twelve distinct [4864 x 896] weights cycle so
  * decode reads them from memory, not cache. Then what a decode step pays besides its products:
- * a session run, one small operator, and ONNX Runtime's fused GroupQueryAttention (which the
- * engine measured and does not use). Prints tables and writes JSON.
+ * a session run, one small operator, ONNX Runtime's fused GroupQueryAttention (which the
+ * engine measured and does not use), and what baking per-request compact FFN weights into a
+ * session of their own would cost (the engine feeds them instead). Prints tables and writes JSON.
  *
  *   npm run bench:kernels
  */
@@ -182,12 +183,48 @@ async function groupQueryAttention(): Promise<number> {
   return microseconds(() => session.run(feeds, { out: null, present_k: pastK, present_v: pastV }));
 }
 
+/**
+ * Microseconds to serialise and create a session with one Qwen2-0.5B layer's compact int8 FFN
+ * baked in (`neurons` of its 4864: gate/up [896, 2 neurons], down [neurons, 896]), the median
+ * of 3: what a request would pay per layer to run its core neurons on pre-packed weights.
+ */
+async function bakedCompactFfn(neurons: number): Promise<number> {
+  const int8 = (dims: [number, number]) => new ort.Tensor('int8', Int8Array.from({ length: dims[0] * dims[1] }, () => Math.floor(Math.random() * 127) - 63), dims);
+  const times: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const g = new GraphBuilder('compact_ffn');
+    const x = g.input('x', [1, K]);
+    const gateUp = g.node('DynamicQuantizeMatMul', [x, g.input('gate_up', [K, 2 * neurons], 'int8'), g.input('gate_up_scale', [2 * neurons])], {}, 1, 'com.microsoft')[0]!;
+    const [gate, up] = g.node('Split', [gateUp], { axis: 1, num_outputs: 2 }, 2) as [string, string];
+    const act = g.op('Mul', [g.op('Mul', [gate, g.op('Sigmoid', [gate])]), up]);
+    g.output('y', g.node('DynamicQuantizeMatMul', [act, g.input('down', [neurons, K], 'int8'), g.input('down_scale', [K])], {}, 1, 'com.microsoft')[0]!, [1, K]);
+    const baked = {
+      gate_up: int8([K, 2 * neurons]),
+      gate_up_scale: new ort.Tensor('float32', new Float32Array(2 * neurons).fill(0.01), [2 * neurons]),
+      down: int8([neurons, K]),
+      down_scale: new ort.Tensor('float32', new Float32Array(K).fill(0.01), [K]),
+    };
+    const t0 = performance.now();
+    const session = await GraphSession.create(g.toBytes(baked), { threads: o.threads });
+    times.push((performance.now() - t0) * 1000);
+    await session.release();
+  }
+  return times.sort((a, b) => a - b)[1]!;
+}
+
 const [oneOp, fortyOps] = [await chainOfAdds(1), await chainOfAdds(40)];
-const overhead = { sessionRunUs: oneOp, operatorUs: (fortyOps - oneOp) / 39, groupQueryAttentionUs: await groupQueryAttention() };
+const compactNeurons = Math.round(0.6 * N);
+const overhead = {
+  sessionRunUs: oneOp,
+  operatorUs: (fortyOps - oneOp) / 39,
+  groupQueryAttentionUs: await groupQueryAttention(),
+  bakedCompactFfnUs: await bakedCompactFfn(compactNeurons),
+};
 console.log(`\nWhat a decode step pays besides its products (${o.threads} threads)\n`);
 console.log('| what | microseconds |\n|---|---|');
 console.log(`| a session run of one small operator ([1, ${K}] Add), JavaScript to JavaScript | ${overhead.sessionRunUs.toFixed(0)} |`);
 console.log(`| each further small operator in the same run | ${overhead.operatorUs.toFixed(1)} |`);
 console.log(`| GroupQueryAttention, 1 query over 768 cached tokens (Qwen2-0.5B heads), cache bound in place | ${overhead.groupQueryAttentionUs.toFixed(0)} |`);
+console.log(`| a session with one layer's compact int8 FFN baked in (${compactNeurons} of ${N} neurons), serialised and created | ${overhead.bakedCompactFfnUs.toFixed(0)} |`);
 fs.mkdirSync(path.dirname(o.out), { recursive: true });
 fs.writeFileSync(o.out, `${JSON.stringify({ date: new Date().toISOString(), threads: o.threads, rows, overhead }, null, 2)}\n`);
