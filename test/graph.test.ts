@@ -4,7 +4,7 @@ import { after, test } from 'node:test';
 import { GraphBuilder } from '../src/graph/builder.js';
 import { activation, linear, mergeHeads, rmsNorm, splitHeads } from '../src/graph/ops.js';
 import { tensor } from '../src/graph/session.js';
-import { SessionCache } from './session-cache.js';
+import { SessionCache } from '../src/graph/session-cache.js';
 import type { Activation } from '../src/io/model-config.js';
 import { maxAbsDiff } from './helpers.js';
 

@@ -27,6 +27,10 @@ export interface LayerGraphVariant extends TapRequest {
   format: WeightFormat;
 }
 
+export function layerGraphKey(v: LayerGraphVariant): string {
+  return `layer:${v.format}:${v.withCache ? 'c' : ''}${v.ffnActivations ? 'a' : ''}${v.lastAttention ? 'p' : ''}`;
+}
+
 export function buildLayerGraph(c: TextConfig, variant: LayerGraphVariant, baked: Readonly<Record<string, BakedTensor>> = {}): Uint8Array {
   const { hiddenSize: h, numAttentionHeads: nh, numKeyValueHeads: kvh, headDim: hd } = c;
   const group = nh / kvh;

@@ -12,25 +12,20 @@
  * FFNs, which run through one shared graph that takes every weight as an input.
  */
 import type ort from 'onnxruntime-node';
-import { GraphSession, int64Tensor, tensor, type Feeds, type RuntimeOptions } from '../graph/session.js';
+import { int64Tensor, tensor, type Feeds, type RuntimeOptions } from '../graph/session.js';
+import { SessionCache } from '../graph/session-cache.js';
 import { CorematchingError } from '../io/errors.js';
 import type { TextConfig } from '../io/model-config.js';
 import type { WeightFormat } from '../graph/ops.js';
 import { compactFfn, FfnWorkspace } from './compact-ffn.js';
-import { buildLayerGraph, cacheMask, causalMask, type TapRequest } from './decoder-graph.js';
+import { buildLayerGraph, cacheMask, causalMask, layerGraphKey, type TapRequest } from './decoder-graph.js';
 import { DecoderWeights, residentVariant, type SourceOpener } from './decoder-weights.js';
 import { KvCache } from './kv-cache.js';
 import { inverseFrequencies, ropeTables } from './rope.js';
 import type { WeightSource } from './weights.js';
 
-/**
- * A layer whose FFN is cut to a request's core neurons (compact-ffn.ts), every weight baked into
- * a session of its own so ONNX Runtime pre-packs them: fed to a shared graph instead, its int8
- * products ran at about half the speed (ONNX Runtime re-packs a fed weight on every run).
- */
-export interface FfnWeights {
-  readonly session: GraphSession;
-}
+/** A layer's FFN inputs cut to its core neurons (compact-ffn.ts), fed instead of the dense ones. */
+export type FfnWeights = Feeds;
 
 /** What a layer returned for its taps. */
 export interface LayerTaps {
@@ -64,17 +59,17 @@ export interface ForwardResult {
 }
 
 export class LlamaDecoder {
+  private readonly sessions: SessionCache;
   private readonly invFreq: Float32Array;
   private readonly workspaces: FfnWorkspace[] = [];
-  /** Each layer's compact session of the current request (released when the next is made). */
-  private readonly compactSessions: (GraphSession | undefined)[] = [];
 
   private constructor(
     readonly config: TextConfig,
     private readonly weights: DecoderWeights,
     readonly format: WeightFormat,
-    private readonly runtime: RuntimeOptions,
+    runtime: RuntimeOptions,
   ) {
+    this.sessions = new SessionCache(runtime);
     this.invFreq = inverseFrequencies(config.headDim, config.ropeTheta);
   }
 
@@ -153,25 +148,16 @@ export class LlamaDecoder {
   }
 
   /**
-   * `layer` with its FFN cut to `neurons`: valid until the next call for the same layer, which
-   * releases it (generation runs one request at a time). Costs a session's creation (~8.5 ms
-   * for a 0.5B layer, `npm run bench:kernels`) besides the gather.
+   * Compact FFN weights of `neurons` for `layer`, in that layer's reusable workspace: valid until
+   * the next call for the same layer (generation runs one request at a time).
    */
-  async compactFfn(layer: number, neurons: readonly number[]): Promise<FfnWeights> {
+  compactFfn(layer: number, neurons: readonly number[]): FfnWeights {
     const workspace = (this.workspaces[layer] ??= new FfnWorkspace());
-    const dense = this.weights.layerFeeds(layer);
-    const ffn = compactFfn(dense, neurons, this.config.intermediateSize, this.config.hiddenSize, workspace);
-    await this.compactSessions[layer]?.release();
-    this.compactSessions[layer] = undefined;
-    const graph = buildLayerGraph(this.config, residentVariant(this.weights.feedFormat), { ...dense, ...ffn });
-    const session = await GraphSession.create(graph, this.runtime);
-    this.compactSessions[layer] = session;
-    return { session };
+    return compactFfn(this.weights.layerFeeds(layer), neurons, this.config.intermediateSize, this.config.hiddenSize, workspace);
   }
 
   async release(): Promise<void> {
-    for (const session of this.compactSessions) await session?.release();
-    this.compactSessions.length = 0;
+    await this.sessions.release();
     await this.weights.release();
   }
 
@@ -187,11 +173,14 @@ export class LlamaDecoder {
     const c = this.config;
     const seq = positions.length;
     const past = cache.length(layer);
-    // The layer's own session or its compact one; both always take a cache (empty before the
-    // first tokens) and offer every tap.
-    const session = ffn?.session ?? this.weights.layers[layer]!;
+    // A compact FFN runs the shared graph with this layer's weights as feeds; otherwise the
+    // layer's own session, which always takes a cache (empty before the first tokens).
+    const variant = ffn === undefined ? residentVariant(this.format) : { withCache: past > 0, format: this.weights.feedFormat, ...taps };
+    const session =
+      ffn === undefined ? this.weights.layers[layer]! : await this.sessions.get(layerGraphKey(variant), () => buildLayerGraph(c, variant));
     const rope = step.rope(positions);
     const feeds: Feeds = {
+      ...(ffn === undefined ? {} : { ...this.weights.layerFeeds(layer), ...ffn }),
       x: tensor(hidden, [seq, c.hiddenSize]),
       cos: tensor(rope.cos, [seq, c.headDim / 2]),
       sin: tensor(rope.sin, [seq, c.headDim / 2]),
@@ -199,7 +188,7 @@ export class LlamaDecoder {
       mask: tensor(step.causal(seq), [seq, seq]),
     };
     let slots = 0;
-    {
+    if (variant.withCache) {
       const { k, v } = past > 0 ? cache.buffers(layer) : cache.emptyBuffers();
       slots = k.dims[1]!;
       feeds.cache_k = k;

@@ -94,7 +94,7 @@ export async function generateTokens(input: LoopInput): Promise<LoopOutput> {
   const cachedTokens: number[] = [];
   for (let layer = 0; layer < c.numHiddenLayers; layer++) {
     const neurons = policy.decodeNeurons(layer);
-    ffns.push(neurons === null ? undefined : await decoder.compactFfn(layer, neurons));
+    ffns.push(neurons === null ? undefined : decoder.compactFfn(layer, neurons));
     ffnWidths.push(neurons === null ? c.intermediateSize : neurons.length);
     cachedTokens.push(cache.length(layer));
   }

@@ -1,8 +1,8 @@
 /**
- * Test helper: sessions built on first use and kept, one per kind of graph (e.g. a decoder layer with or
+ * Sessions built on first use and kept: one per kind of graph (e.g. a decoder layer with or
  * without a KV cache, with or without a tap), shared by every layer of that kind.
  */
-import { GraphSession, type RuntimeOptions } from '../src/graph/session.js';
+import { GraphSession, type RuntimeOptions } from './session.js';
 
 export class SessionCache {
   private readonly sessions = new Map<string, Promise<GraphSession>>();
