@@ -126,7 +126,8 @@ export class VisionTower {
 
   /**
    * Loads the layers up to the deepest of `featureLayers` (hidden_states indices, the only ones
-   * `hiddenStates` can return); `prefix` leads to `embeddings.`.
+   * `hiddenStates` can return); `prefix` leads to `embeddings.`; `groupBytes` caps the weights
+   * baked into one session (quantized formats).
    */
   static async load(
     source: WeightSource,
@@ -136,6 +137,7 @@ export class VisionTower {
     format: WeightFormat,
     runtime: RuntimeOptions,
     onLayer?: () => void,
+    groupBytes = GROUP_BYTES,
   ): Promise<VisionTower> {
     const { hiddenSize: hid, numChannels: ch, patchSize: p, intermediateSize: ffn } = c;
     const e = `${prefix}embeddings.`;
@@ -184,7 +186,7 @@ export class VisionTower {
       if (fed !== undefined) {
         groups.push({ first: l, last: l + 1, session: fed, feeds: lw });
       } else {
-        if (l > first && bytesOf(pending) + bytesOf(lw) > GROUP_BYTES) await flush(l);
+        if (l > first && bytesOf(pending) + bytesOf(lw) > groupBytes) await flush(l);
         Object.assign(pending, lw);
       }
       onLayer?.();
