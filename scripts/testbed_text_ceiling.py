@@ -33,10 +33,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import scenes  # noqa: E402
-from build_testbed import fetch_wheel, load_llm  # noqa: E402
-from train_testbed import ALL_TYPES, question_mean_loss  # noqa: E402
-
-SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+from build_testbed import CHAT_TEMPLATE, fetch_wheel, load_llm  # noqa: E402
+from train_testbed import ALL_TYPES, question_mean_loss, scene_questions  # noqa: E402
 
 
 def describe(scene: scenes.Scene) -> str:
@@ -49,34 +47,40 @@ def describe(scene: scenes.Scene) -> str:
 
 
 def items(split: str, seed: int, start: int, count: int):
-    """(description, [(type, question, answer), ...]) of images start .. start + count - 1."""
-    out = []
-    for i in range(start, start + count):
-        rng = scenes.image_rng(split, seed, i)
-        scene = scenes.sample_layout(rng, 224)
-        out.append((describe(scene), [(t, *qa) for t in ALL_TYPES if (qa := scenes.ask(scene, t, rng)) is not None]))
-    return out
+    """(description, [(type, question, answer), ...]) of images start .. start + count - 1: the
+    scenes and questions the towers train and validate on."""
+    return [(describe(scene), qas) for scene, qas, _ in (scene_questions(split, seed, i) for i in range(start, start + count))]
 
 
 class Prompts:
-    """ChatML token ids around the soft vectors: [before] soft [after + answer + <|im_end|>]."""
+    """Token ids of the testbed's own prompt (build_testbed.CHAT_TEMPLATE) with the scene written
+    out after the image's place: [before] soft vectors [after], the soft vectors where the image
+    tokens would be; or, without soft vectors, a plain dialogue."""
 
     def __init__(self, tok):
         self.tok = tok
         self.end = tok.convert_tokens_to_ids("<|im_end|>")
-        self.before = self.ids(f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n")
+        self.before = self.ids(self.render([], "", "").split("<image>")[0])
 
     def ids(self, text: str) -> list[int]:
         return self.tok(text, add_special_tokens=False)["input_ids"]
 
+    def render(self, turns: list[tuple[str, str, str]], description: str, question: str, image: bool = True) -> str:
+        def user(d: str, q: str, image: bool) -> dict:
+            return {"role": "user", "content": [{"type": "image"}] * image + [{"type": "text", "text": f"{d}\n{q}"}]}
+
+        conv = []
+        for d, q, a in turns:
+            conv += [user(d, q, False), {"role": "assistant", "content": a}]
+        conv.append(user(description, question, image))
+        return self.tok.apply_chat_template(conv, chat_template=CHAT_TEMPLATE, add_generation_prompt=True, tokenize=False)
+
     def after(self, description: str, question: str) -> list[int]:
-        return self.ids(f"\n{description}\n{question}<|im_end|>\n<|im_start|>assistant\n")
+        return self.ids(self.render([], description, question).split("<image>")[1])
 
     def dialogue(self, turns: list[tuple[str, str, str]], description: str, question: str) -> list[int]:
-        """A plain-text prompt (no soft vectors): earlier (description, question, answer) turns, then
-        this question."""
-        text = "".join(f"<|im_start|>user\n{d}\n{q}<|im_end|>\n<|im_start|>assistant\n{a}<|im_end|>\n" for d, q, a in turns)
-        return self.before[:-len(self.ids("<|im_start|>user\n"))] + self.ids(text) + self.ids(f"<|im_start|>user\n{description}\n{question}<|im_end|>\n<|im_start|>assistant\n")
+        """Earlier (description, question, answer) turns, then this question; no image, no soft vectors."""
+        return self.ids(self.render(turns, description, question, image=False))
 
 
 def batch_logits(llm, prompts: Prompts, soft: torch.Tensor, batch):

@@ -51,11 +51,17 @@ def trainable_state(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.model.state_dict().items() if k.startswith(TRAINABLE)}
 
 
-def image_questions(split: str, seed: int, index: int):
-    """Image `index` of a stream and one question of every type the scene admits."""
+def scene_questions(split: str, seed: int, index: int):
+    """Scene `index` of a stream, one question of every type it admits, and the generator that
+    renders it (draws continue from the questions')."""
     rng = scenes.image_rng(split, seed, index)
     scene = scenes.sample_layout(rng, 224)
-    qas = [(t, *qa) for t in ALL_TYPES if (qa := scenes.ask(scene, t, rng)) is not None]
+    return scene, [(t, *qa) for t in ALL_TYPES if (qa := scenes.ask(scene, t, rng)) is not None], rng
+
+
+def image_questions(split: str, seed: int, index: int):
+    """Image `index` of a stream and one question of every type the scene admits."""
+    scene, qas, rng = scene_questions(split, seed, index)
     return scenes.render(scene, rng), qas
 
 
