@@ -34,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import scenes  # noqa: E402
 from build_testbed import CHAT_TEMPLATE, fetch_wheel, load_llm  # noqa: E402
-from train_testbed import ALL_TYPES, question_mean_loss, scene_questions  # noqa: E402
+from train_testbed import ALL_TYPES, add_verdicts, question_mean_loss, scene_questions  # noqa: E402
 
 
 def describe(scene: scenes.Scene) -> str:
@@ -116,19 +116,15 @@ def flatten(images):
 
 @torch.no_grad()
 def teacher_forced(llm, prompts, soft, images, batch: int = 48):
+    """Per type, the share of questions whose every answer token is the argmax (as train_testbed.validate)."""
     per_type: dict[str, list[int]] = {}
     rows = flatten(images)
     for s in range(0, len(rows), batch):
-        logits, labels, question, types = batch_logits(llm, prompts, soft, rows[s : s + batch])
-        right = logits.argmax(-1) == labels
-        for r, t in enumerate(types):
-            per_type.setdefault(t, [0, 0])
-            per_type[t][0] += bool(right[question == r].all())
-            per_type[t][1] += 1
+        add_verdicts(per_type, *batch_logits(llm, prompts, soft, rows[s : s + batch]))
     return {t: c / n for t, (c, n) in per_type.items()}
 
 
-CANDIDATES = {"color": scenes.COLORS, "shape": scenes.SHAPES, "count": [str(n) for n in range(7)],
+CANDIDATES = {"color": scenes.COLORS, "shape": scenes.SHAPES, "count": [str(n) for n in range(scenes.MAX_OBJECTS + 1)],
               "exists": ["yes", "no"], "side": ["left", "right"]}
 
 

@@ -141,6 +141,16 @@ def question_mean_loss(logits, labels, question):
     return (sums / sizes).mean()
 
 
+def add_verdicts(per_type: dict[str, list[int]], logits, labels, question, types: list[str]) -> None:
+    """Adds each question (`types[r]` for the tokens where `question == r`) to per_type[type] =
+    [right, asked]: right when every answer token is the argmax."""
+    right = logits.argmax(-1) == labels
+    for r, qtype in enumerate(types):
+        tally = per_type.setdefault(qtype, [0, 0])
+        tally[0] += bool(right[question == r].all())
+        tally[1] += 1
+
+
 @torch.no_grad()
 def validate(model, batcher, seed: int, count: int, batch: int):
     """Teacher-forced accuracy per type (every answer token the argmax) on the questions of `count`
@@ -150,11 +160,7 @@ def validate(model, batcher, seed: int, count: int, batch: int):
         items = [image_questions("val", seed, i) for i in range(start, min(count, start + batch))]
         prefix_ids, pixels, cont_ids, cont_mask, owners, targets = batcher(items)
         logits, labels, question = answer_logits(model, prefix_ids, pixels, cont_ids, cont_mask, owners, targets)
-        right = logits.argmax(-1) == labels
-        for r, (qtype, _, _) in enumerate(targets):
-            per_type.setdefault(qtype, [0, 0])
-            per_type[qtype][0] += bool(right[question == r].all())
-            per_type[qtype][1] += 1
+        add_verdicts(per_type, logits, labels, question, [qtype for qtype, _, _ in targets])
     return {t: c / n for t, (c, n) in per_type.items()}
 
 
