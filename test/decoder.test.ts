@@ -39,6 +39,7 @@ test('taps: FFN activations of every processed row, attention over cached and ne
   await decoder.forward(decoder.embed(ids.slice(12, 16)), range(12, 16), cache, {
     hooks: {
       selectRows: () => null,
+      selectsRowsAt: () => false,
       taps: () => ({ ffnActivations: true, lastAttention: true }),
       afterLayer: (layer, taps, tokens) => {
         const a = taps.lastAttention!;
@@ -61,9 +62,32 @@ test('rows dropped before a layer: later layers cache and see only the kept rows
   const cache = decoder.newCache(24);
   const kept = [0, 2, 5, 9, 11];
   const result = await decoder.forward(decoder.embed(ids.slice(0, 12)), range(0, 12), cache, {
-    hooks: { selectRows: (layer) => (layer === 1 ? kept : null), taps: () => ({}), afterLayer: () => {} },
+    hooks: { selectRows: (layer) => (layer === 1 ? kept : null), selectsRowsAt: (layer) => layer === 1, taps: () => ({}), afterLayer: () => {} },
   });
   assert.deepEqual(result.tokensPerLayer, [12, ...Array<number>(decoder.config.numHiddenLayers - 1).fill(5)]);
   assert.equal(cache.length(0), 12);
   assert.equal(cache.length(1), 5);
+});
+
+test('a layer group in its one session, and its layers one by one, compute the same', async () => {
+  const c = decoder.config;
+  const run = async (oneByOne: boolean) => {
+    const cache = decoder.newCache(20);
+    const ffn: Float32Array[] = [];
+    const hooks = {
+      selectRows: () => null,
+      // A layer that may drop rows keeps its group from running as one session.
+      selectsRowsAt: () => oneByOne,
+      taps: () => ({ ffnActivations: true }),
+      afterLayer: (_layer: number, taps: { ffnActivations?: Float32Array }) => void ffn.push(taps.ffnActivations!),
+    };
+    await decoder.forward(decoder.embed(ids.slice(0, 12)), range(0, 12), cache, { hooks });
+    const { logits } = await decoder.forward(decoder.embed(ids.slice(12, 14)), range(12, 14), cache, { hooks });
+    return { logits, ffn, values: range(0, c.numHiddenLayers).map((l) => cache.values(l)) };
+  };
+  const [group, layers] = [await run(false), await run(true)];
+  assert.ok(relativeL2(group.logits, layers.logits) < 1e-6, `relative L2 ${relativeL2(group.logits, layers.logits)}`);
+  assert.equal(group.ffn.length, 2 * c.numHiddenLayers);
+  group.ffn.forEach((a, i) => assert.ok(relativeL2(a, layers.ffn[i]!) < 1e-6, `FFN tap ${i}`));
+  group.values.forEach((v, l) => assert.ok(relativeL2(v, layers.values[l]!) < 1e-6, `layer ${l} cached values`));
 });

@@ -46,7 +46,7 @@ export class GraphSession {
       enableCpuMemArena: memory.arena === true,
       interOpNumThreads: 1,
       ...(options.threads === undefined ? {} : { intraOpNumThreads: options.threads }),
-      // A decode step runs ~25 sessions of ~50 small operators each. Spinning workers answer each
+      // A decode step runs a few sessions of ~50 small operators a layer. Spinning workers answer each
       // operator without a futex wake-up; stopping the spin at the end of every run keeps the idle
       // pools of the other sessions off the cores (spinning without the stop: 2-3 tokens/s).
       extra: { session: { intra_op: { allow_spinning: '1' }, force_spinning_stop: '1' } },

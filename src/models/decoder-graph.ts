@@ -1,8 +1,9 @@
 /**
  * The ONNX graphs of a LLaMA / Mistral / Qwen2 decoder: one layer (RMSNorm, rotary GQA attention,
- * SwiGLU FFN), and the final norm with the LM head. Weights are inputs, so one session can serve
- * every layer (the compact core-neuron FFNs), or baked in as initializers (`baked`: each layer's
- * own session).
+ * SwiGLU FFN), groups of consecutive layers, and the final norm with the LM head. A single layer
+ * takes its weights as inputs, so one session serves every layer (compact core-neuron FFNs,
+ * layer-by-layer prefills); a group has its layers' weights baked in as initializers, so ONNX
+ * Runtime pre-packs them.
  *
  * The layer graph never copies the KV cache. It returns only the new tokens' keys and values
  * (the caller writes them into its preallocated cache), and attends to the cache and to the new
@@ -31,16 +32,85 @@ export function layerGraphKey(v: LayerGraphVariant): string {
   return `layer:${v.format}:${v.withCache ? 'c' : ''}${v.ffnActivations ? 'a' : ''}${v.lastAttention ? 'p' : ''}`;
 }
 
-export function buildLayerGraph(c: TextConfig, variant: LayerGraphVariant, baked: Readonly<Record<string, BakedTensor>> = {}): Uint8Array {
+/** The inputs every layer of one forward pass shares: rows, their RoPE tables and causal mask. */
+interface StepInputs {
+  cos: string;
+  sin: string;
+  row: string;
+  mask: string;
+}
+
+function stepInputs(g: GraphBuilder, c: TextConfig): StepInputs {
+  const hd = c.headDim;
+  return {
+    cos: g.input('cos', ['seq', hd / 2]),
+    sin: g.input('sin', ['seq', hd / 2]),
+    row: g.input('row', [1, 'seq'], 'int64'),
+    mask: g.input('mask', ['seq', 'seq']),
+  };
+}
+
+/** One layer on its own, every weight an input: the graph compact core-neuron FFNs and layer-by-layer prefills feed. */
+export function buildLayerGraph(c: TextConfig, variant: LayerGraphVariant): Uint8Array {
+  const g = new GraphBuilder('decoder_layer');
+  const x = g.input('x', ['seq', c.hiddenSize]);
+  const layer = addLayer(g, c, variant, x, stepInputs(g, c), '');
+  addLayerOutputs(g, c, variant, layer, '');
+  g.output('out', layer.out, ['seq', c.hiddenSize]);
+  return g.toBytes();
+}
+
+/**
+ * Consecutive decoder layers in one graph with their weights baked in, each attending to its KV
+ * cache (empty before the first tokens), so a decode step costs one session run per group rather
+ * than one per layer. Layer l's inputs and outputs are its single-layer graph's, named `l<l>.<name>`
+ * (`cache_mask` too: pruned layers hold fewer tokens); every layer's taps are outputs, returned
+ * when asked for. The last layer's hidden state is `out`.
+ */
+export function buildLayerGroupGraph(c: TextConfig, format: WeightFormat, layers: readonly number[], baked: Readonly<Record<string, BakedTensor>>): Uint8Array {
+  const g = new GraphBuilder('decoder_layers');
+  let x = g.input('x', ['seq', c.hiddenSize]);
+  const step = stepInputs(g, c);
+  const variant = { withCache: true, format, ffnActivations: true, lastAttention: true };
+  for (const l of layers) {
+    const layer = addLayer(g, c, variant, x, step, `l${l}.`);
+    addLayerOutputs(g, c, variant, layer, `l${l}.`);
+    x = layer.out;
+  }
+  g.output('out', x, ['seq', c.hiddenSize]);
+  return g.toBytes(baked);
+}
+
+/** A layer's new keys and values and the taps `variant` asks for, as outputs named `${prefix}<name>`. */
+function addLayerOutputs(g: GraphBuilder, c: TextConfig, variant: LayerGraphVariant, layer: LayerValues, prefix: string): void {
+  g.output(`${prefix}new_k`, layer.newK, [c.numKeyValueHeads, 'seq', c.headDim]);
+  g.output(`${prefix}new_v`, layer.newV, [c.numKeyValueHeads, 'seq', c.headDim]);
+  if (variant.ffnActivations) g.output(`${prefix}ffn_act`, layer.act, ['seq', layer.ffn]);
+  if (variant.lastAttention) {
+    // [kvh, group * seq, keys] -> [heads, seq, keys] (0: keep that dim), then the last row.
+    const byHead = g.op('Reshape', [layer.probs, g.constInt64([c.numAttentionHeads, -1, 0])]);
+    g.output(`${prefix}last_attn`, g.op('Gather', [byHead, g.constInt64([-1], [])], { axis: 1 }), [c.numAttentionHeads, 'keys']);
+  }
+}
+
+/** One layer's values in a graph under construction. */
+interface LayerValues {
+  out: string;
+  newK: string;
+  newV: string;
+  /** The FFN's activations and their width. */
+  act: string;
+  ffn: number | string;
+  /** Softmax attention, [kvh, group * seq, keys]. */
+  probs: string;
+}
+
+/** Adds one decoder layer on `x`; its weights and cache are inputs named `${prefix}<name>`. */
+function addLayer(g: GraphBuilder, c: TextConfig, variant: LayerGraphVariant, x: string, step: StepInputs, prefix: string): LayerValues {
   const { hiddenSize: h, numAttentionHeads: nh, numKeyValueHeads: kvh, headDim: hd } = c;
   const group = nh / kvh;
-  const g = new GraphBuilder('decoder_layer');
-  const x = g.input('x', ['seq', h]);
-  const cos = g.input('cos', ['seq', hd / 2]);
-  const sin = g.input('sin', ['seq', hd / 2]);
-  const row = g.input('row', [1, 'seq'], 'int64');
-  const mask = g.input('mask', ['seq', 'seq']);
-  const w = (name: string, shape: (number | string)[]) => g.input(name, shape);
+  const { cos, sin, row, mask } = step;
+  const w = (name: string, shape: (number | string)[]) => g.input(prefix + name, shape);
   const bias = (name: string, size: number | string, present: boolean) => (present ? w(name, [size]) : undefined);
   /** [kvh, rows, hd] queries against [kvh, n, hd] keys -> [kvh, rows, n] scores (a transposed MatMul ORT fuses, no copy). */
   const scoresAgainst = (q: string, keys: string) => g.op('MatMul', [q, g.op('Transpose', [keys], { perm: [0, 2, 1] })]);
@@ -52,14 +122,12 @@ export function buildLayerGraph(c: TextConfig, variant: LayerGraphVariant, baked
   const xn = rmsNorm(g, x, w('input_norm', [h]), c.rmsNormEps);
   const qkvRows = (nh + 2 * kvh) * hd;
   const proj = (x: string, name: string, out: number | string, inFeatures: number | string, b?: string, transposed = false) =>
-    weightedLinear(g, x, name, out, inFeatures, variant.format, b, transposed);
+    weightedLinear(g, x, prefix + name, out, inFeatures, variant.format, b, transposed);
   const qkv = g.op('Unsqueeze', [proj(xn, 'qkv_w', qkvRows, h, bias('qkv_b', qkvRows, c.qkvBias)), g.constInt64([0])]);
   const [q, k, v] = g.node('Split', [qkv, g.constInt64([nh * hd, kvh * hd, kvh * hd])], { axis: 2 }, 3) as [string, string, string];
   const qr = g.op('Mul', [splitHeads(g, rotary(q, nh), nh, hd), g.constFloat([1 / Math.sqrt(hd)])]);
   const newK = splitHeads(g, rotary(k, kvh), kvh, hd);
   const newV = splitHeads(g, v, kvh, hd);
-  g.output('new_k', newK, [kvh, 'seq', hd]);
-  g.output('new_v', newV, [kvh, 'seq', hd]);
 
   // Grouped-query attention: query head j*group + r reads kv head j, as transformers' repeat_kv.
   // Each KV head's queries are one [group * seq, hd] block, so every product below is one
@@ -73,9 +141,9 @@ export function buildLayerGraph(c: TextConfig, variant: LayerGraphVariant, baked
   let probs: string;
   let context: string;
   if (variant.withCache) {
-    const cacheK = g.input('cache_k', [kvh, 'capacity', hd]);
-    const cacheV = g.input('cache_v', [kvh, 'capacity', hd]);
-    const cacheScores = g.op('Add', [scoresAgainst(qGrouped, cacheK), g.input('cache_mask', [1, 'capacity'])]);
+    const cacheK = w('cache_k', [kvh, 'capacity', hd]);
+    const cacheV = w('cache_v', [kvh, 'capacity', hd]);
+    const cacheScores = g.op('Add', [scoresAgainst(qGrouped, cacheK), w('cache_mask', [1, 'capacity'])]);
     probs = g.op('Softmax', [g.op('Concat', [cacheScores, selfScores], { axis: -1 })], { axis: -1 });
     const capacity = g.op('Gather', [g.op('Shape', [cacheK]), g.constInt64([1])], { axis: 0 });
     const axis = g.constInt64([-1]);
@@ -99,15 +167,7 @@ export function buildLayerGraph(c: TextConfig, variant: LayerGraphVariant, baked
   const act = g.op('Mul', [activation(g, gate, c.hiddenAct), up]);
   // down_proj is held transposed, [ffn, hidden], so a neuron's weights are one row of each matrix.
   const down = proj(act, 'down_t', h, ffn, bias('down_b', h, c.mlpBias), true);
-  g.output('out', g.op('Add', [afterAttn, down]), ['seq', h]);
-
-  if (variant.ffnActivations) g.output('ffn_act', act, ['seq', ffn]);
-  if (variant.lastAttention) {
-    // [kvh, group * seq, keys] -> [heads, seq, keys] (0: keep that dim), then the last row.
-    const byHead = g.op('Reshape', [probs, g.constInt64([nh, -1, 0])]);
-    g.output('last_attn', g.op('Gather', [byHead, g.constInt64([-1], [])], { axis: 1 }), [nh, 'keys']);
-  }
-  return g.toBytes(baked);
+  return { out: g.op('Add', [afterAttn, down]), newK, newV, act, ffn, probs };
 }
 
 export function buildLmHeadGraph(c: TextConfig, format: WeightFormat, baked: Readonly<Record<string, BakedTensor>> = {}): Uint8Array {

@@ -8,7 +8,7 @@ import { GraphSession, tensor, type RuntimeOptions } from '../graph/session.js';
 import { CorematchingError } from '../io/errors.js';
 import type { TextConfig } from '../io/model-config.js';
 import type { WeightFormat } from '../graph/ops.js';
-import { buildLayerGraph, buildLmHeadGraph, type LayerGraphVariant } from './decoder-graph.js';
+import { buildLayerGroupGraph, buildLmHeadGraph } from './decoder-graph.js';
 import { emptyInt4, emptyInt8, quantizeInt4Rows, quantizeLinearRows, quantizeRowsInto } from './quantize.js';
 import { collectGarbage } from '../util/collect-garbage.js';
 import { ReusableBuffers } from '../util/reusable-buffers.js';
@@ -82,14 +82,29 @@ type Embedding = { table: Float32Array } | { int8: Int8Array; scales: Float32Arr
 /** Reopens the checkpoint the decoder was loaded from (for weights read after loading). */
 export type SourceOpener = () => WeightSource & { close(): void };
 
+/** Consecutive layers first .. end - 1 baked into one session (decoder-graph.ts buildLayerGroupGraph). */
+export interface LayerGroup {
+  readonly first: number;
+  readonly end: number;
+  readonly session: GraphSession;
+}
+
 /**
- * Everything the decoder's weights are held in. Each layer's weights are baked into its own
- * ONNX Runtime session (so ORT pre-packs them, and int4 runs at all: see graph/builder.ts), and
- * the JavaScript side keeps only what it reads itself: the token embeddings, and the LM head when
- * it shares an fp32 table with them. A layer's weights as feeds, for the shared graph that takes
- * compact core-neuron FFNs, are read again from the checkpoint the first time a request asks
- * for that layer (int4 models gather from int8 copies: MatMulNBits is ~60x slower on a weight fed
- * as an input).
+ * Weights a layer group holds at most: each session run costs ~0.15 ms beyond its operators
+ * (a decode step of 24 one-layer sessions spent ~3 ms of ~30 on them), while a group's weights
+ * are held up to three times over while its session is made (feeds, serialised graph, ONNX
+ * Runtime's copy). A layer larger than this is a group of its own.
+ */
+const GROUP_BYTES = 128 * 1024 * 1024;
+
+/**
+ * Everything the decoder's weights are held in. The layers' weights are baked into sessions of
+ * consecutive layers (so ORT pre-packs them, and int4 runs at all: see graph/builder.ts), and the
+ * JavaScript side keeps only what it reads itself: the token embeddings, and the LM head when
+ * it shares an fp32 table with them. A layer's weights as feeds, for the single-layer graph
+ * that takes compact core-neuron FFNs (and runs a group's layers one by one when a policy drops
+ * tokens inside it), are read again from the checkpoint the first time a request asks for that
+ * layer (int4 models use int8 copies: MatMulNBits is ~60x slower on a weight fed as an input).
  */
 export class DecoderWeights {
   private readonly feeds = new Map<number, LayerWeights>();
@@ -101,7 +116,7 @@ export class DecoderWeights {
     /** The LM head's session; its graph takes `lmHead` as inputs. */
     readonly head: GraphSession,
     readonly lmHead: LayerWeights,
-    readonly layers: readonly GraphSession[],
+    private readonly groups: readonly LayerGroup[],
     readonly feedFormat: WeightFormat,
     private readonly reopen: SourceOpener | undefined,
   ) {}
@@ -117,14 +132,25 @@ export class DecoderWeights {
     reopen?: SourceOpener,
     onLayer?: () => void,
   ): Promise<DecoderWeights> {
-    const layers: GraphSession[] = [];
+    const groups: LayerGroup[] = [];
     const scratch = new ReusableBuffers();
+    let pending: { first: number; feeds: LayerWeights; bytes: number } = { first: 0, feeds: {}, bytes: 0 };
+    const bake = async (end: number) => {
+      const layers = Array.from({ length: end - pending.first }, (_, i) => pending.first + i);
+      const session = await GraphSession.create(buildLayerGroupGraph(c, format, layers, pending.feeds), runtime);
+      groups.push({ first: pending.first, end, session });
+      pending = { first: end, feeds: {}, bytes: 0 };
+      collectGarbage();
+      layers.forEach(() => onLayer?.());
+    };
     for (let l = 0; l < c.numHiddenLayers; l++) {
       const feeds = loadLayer(source, `${prefix}layers.${l}.`, c, format, scratch);
-      layers.push(await GraphSession.create(buildLayerGraph(c, residentVariant(format), feeds), runtime));
-      collectGarbage();
-      onLayer?.();
+      const bytes = Object.values(feeds).reduce((sum, t) => sum + (t.data as ArrayBufferView).byteLength, 0);
+      if (l > pending.first && pending.bytes + bytes > GROUP_BYTES) await bake(l);
+      for (const [name, t] of Object.entries(feeds)) pending.feeds[`l${l}.${name}`] = t;
+      pending.bytes += bytes;
     }
+    await bake(c.numHiddenLayers);
     const [h, vocab] = [c.hiddenSize, c.vocabSize];
     const finalNorm = weight(source, `${prefix}norm.weight`, [h]);
     const embedName = `${prefix}embed_tokens.weight`;
@@ -156,7 +182,7 @@ export class DecoderWeights {
     }
     collectGarbage();
     const feedFormat = format === 'int4' ? 'int8' : format;
-    return new DecoderWeights(c, prefix, embedding, head, lmHead, layers, feedFormat, reopen);
+    return new DecoderWeights(c, prefix, embedding, head, lmHead, groups, feedFormat, reopen);
   }
 
   /** Writes token `id`'s embedding, `hidden` values, at out[at ..]. */
@@ -168,6 +194,11 @@ export class DecoderWeights {
     }
     const scale = e.scales[id]!;
     for (let i = 0; i < hidden; i++) out[at + i] = e.int8[id * hidden + i]! * scale;
+  }
+
+  /** The layer group that starts at `layer`, if one does. */
+  groupAt(layer: number): LayerGroup | undefined {
+    return this.groups.find((g) => g.first === layer);
   }
 
   /** Layer `layer`'s weights as feeds in `feedFormat`, read from the checkpoint on first use. */
@@ -187,11 +218,6 @@ export class DecoderWeights {
   }
 
   async release(): Promise<void> {
-    for (const session of [...this.layers, this.head]) await session.release();
+    for (const session of [...this.groups.map((g) => g.session), this.head]) await session.release();
   }
-}
-
-/** The layer graph each layer's own session runs: cache inputs (possibly empty) and every tap. */
-export function residentVariant(format: WeightFormat): LayerGraphVariant {
-  return { withCache: true, format, ffnActivations: true, lastAttention: true };
 }

@@ -19,7 +19,7 @@ import type { TextConfig } from '../io/model-config.js';
 import type { WeightFormat } from '../graph/ops.js';
 import { compactFfn, FfnWorkspace } from './compact-ffn.js';
 import { buildLayerGraph, cacheMask, causalMask, layerGraphKey, type TapRequest } from './decoder-graph.js';
-import { DecoderWeights, residentVariant, type SourceOpener } from './decoder-weights.js';
+import { DecoderWeights, type LayerGroup, type SourceOpener } from './decoder-weights.js';
 import { KvCache } from './kv-cache.js';
 import { inverseFrequencies, ropeTables } from './rope.js';
 import type { WeightSource } from './weights.js';
@@ -39,6 +39,11 @@ export interface LayerTaps {
 export interface LayerHooks {
   /** Before `layer` runs: which of the current rows (at `positions`) go on, ascending, or null for all. */
   selectRows(layer: number, positions: readonly number[]): number[] | null;
+  /**
+   * Whether selectRows(layer) may drop rows, answered before earlier layers run: a layer group
+   * runs in one session only if none of its layers but the first may.
+   */
+  selectsRowsAt(layer: number): boolean;
   /** What `layer` must additionally return. */
   taps(layer: number): TapRequest;
   /** After `layer` ran on `tokens` rows; its K/V are already in the cache. */
@@ -121,17 +126,23 @@ export class LlamaDecoder {
     const tokensPerLayer: number[] = [];
     const step = new StepTables(this.config.headDim, this.invFreq, cache.capacity);
     let rows = positions;
-    for (let layer = 0; layer < this.config.numHiddenLayers; layer++) {
+    for (let layer = 0; layer < this.config.numHiddenLayers; ) {
       const keep = hooks?.selectRows(layer, rows) ?? null;
       if (keep !== null) {
         hidden = gatherRows(hidden, keep, width);
         rows = keep.map((i) => rows[i]!);
       }
-      tokensPerLayer.push(rows.length);
-      const taps = hooks?.taps(layer) ?? {};
-      const result = await this.runLayer(layer, hidden, rows, cache, step, taps, ffns?.[layer]);
+      const group = this.weights.groupAt(layer);
+      const whole = group !== undefined && wholeGroup(group, hooks, ffns);
+      const layers = whole ? range(group.first, group.end) : [layer];
+      const taps = layers.map((l) => hooks?.taps(l) ?? {});
+      const result = whole ? await this.runGroup(group, hidden, rows, cache, step, taps) : await this.runLayer(layer, hidden, rows, cache, step, taps[0]!, ffns?.[layer]);
       hidden = result.hidden;
-      hooks?.afterLayer(layer, result.taps, rows.length);
+      layers.forEach((l, i) => {
+        tokensPerLayer.push(rows.length);
+        hooks?.afterLayer(l, result.taps[i]!, rows.length);
+      });
+      layer += layers.length;
     }
     return { logits: await this.logits(hidden.subarray((rows.length - 1) * width), 1), tokensPerLayer };
   }
@@ -161,6 +172,7 @@ export class LlamaDecoder {
     await this.weights.release();
   }
 
+  /** `layer` alone through the single-layer graph, fed its weights (and a compact FFN's). */
   private async runLayer(
     layer: number,
     hidden: Float32Array,
@@ -169,45 +181,93 @@ export class LlamaDecoder {
     step: StepTables,
     taps: TapRequest,
     ffn: FfnWeights | undefined,
-  ): Promise<{ hidden: Float32Array; taps: LayerTaps }> {
+  ): Promise<{ hidden: Float32Array; taps: LayerTaps[] }> {
+    const variant = { withCache: cache.length(layer) > 0, format: this.weights.feedFormat, ...taps };
+    const session = await this.sessions.get(layerGraphKey(variant), () => buildLayerGraph(this.config, variant));
+    const feeds: Feeds = { ...this.weights.layerFeeds(layer), ...ffn, ...this.stepFeeds(hidden, positions, step) };
+    const outputs = layerOutputs('', variant.withCache ? this.cacheFeeds(layer, '', cache, step, feeds) : 0, cache.length(layer), taps);
+    const result = await session.run(feeds, outputs.names);
+    return { hidden: result.out!.data as Float32Array, taps: [outputs.collect(layer, result, cache, positions.length)] };
+  }
+
+  /** A group's layers in its one session, with their baked weights. */
+  private async runGroup(
+    group: LayerGroup,
+    hidden: Float32Array,
+    positions: readonly number[],
+    cache: KvCache,
+    step: StepTables,
+    taps: readonly TapRequest[],
+  ): Promise<{ hidden: Float32Array; taps: LayerTaps[] }> {
+    const feeds = this.stepFeeds(hidden, positions, step);
+    const outputs = range(group.first, group.end).map((l, i) => layerOutputs(`l${l}.`, this.cacheFeeds(l, `l${l}.`, cache, step, feeds), cache.length(l), taps[i]!));
+    const result = await group.session.run(feeds, ['out', ...outputs.flatMap((o) => o.names)]);
+    const layerTaps = outputs.map((o, i) => o.collect(group.first + i, result, cache, positions.length));
+    return { hidden: result.out!.data as Float32Array, taps: layerTaps };
+  }
+
+  /** The inputs every layer of a pass shares: the rows, their RoPE lines and causal mask. */
+  private stepFeeds(hidden: Float32Array, positions: readonly number[], step: StepTables): Feeds {
     const c = this.config;
     const seq = positions.length;
-    const past = cache.length(layer);
-    // A compact FFN runs the shared graph with this layer's weights as feeds; otherwise the
-    // layer's own session, which always takes a cache (empty before the first tokens).
-    const variant = ffn === undefined ? residentVariant(this.format) : { withCache: past > 0, format: this.weights.feedFormat, ...taps };
-    const session =
-      ffn === undefined ? this.weights.layers[layer]! : await this.sessions.get(layerGraphKey(variant), () => buildLayerGraph(c, variant));
     const rope = step.rope(positions);
-    const feeds: Feeds = {
-      ...(ffn === undefined ? {} : { ...this.weights.layerFeeds(layer), ...ffn }),
+    return {
       x: tensor(hidden, [seq, c.hiddenSize]),
       cos: tensor(rope.cos, [seq, c.headDim / 2]),
       sin: tensor(rope.sin, [seq, c.headDim / 2]),
       row: step.rows(seq),
       mask: tensor(step.causal(seq), [seq, seq]),
     };
-    let slots = 0;
-    if (variant.withCache) {
-      const { k, v } = past > 0 ? cache.buffers(layer) : cache.emptyBuffers();
-      slots = k.dims[1]!;
-      feeds.cache_k = k;
-      feeds.cache_v = v;
-      feeds.cache_mask = tensor(slots > 0 ? step.cacheMask(past) : new Float32Array(0), [1, slots]);
-    }
-    const names = ['out', 'new_k', 'new_v'];
-    if (taps.ffnActivations) names.push('ffn_act');
-    if (taps.lastAttention) names.push('last_attn');
-    const [out, k, v, ...rest] = await session.runFloat(feeds, names);
-    cache.append(layer, k!, v!, seq);
-    const result: LayerTaps = {};
-    if (taps.ffnActivations) result.ffnActivations = rest.shift()!;
-    if (taps.lastAttention) {
-      const probs = rest.shift()!;
-      result.lastAttention = filledColumns(probs, c.numAttentionHeads, slots, past, seq);
-    }
-    return { hidden: out!, taps: result };
   }
+
+  /**
+   * Adds `layer`'s cache to `feeds` (inputs named `${prefix}cache_k` ...) and returns its slots:
+   * the whole buffer once something is cached, nothing before (a prefill attends to no buffer).
+   */
+  private cacheFeeds(layer: number, prefix: string, cache: KvCache, step: StepTables, feeds: Feeds): number {
+    const past = cache.length(layer);
+    const { k, v } = past > 0 ? cache.buffers(layer) : cache.emptyBuffers();
+    const slots = k.dims[1]!;
+    feeds[`${prefix}cache_k`] = k;
+    feeds[`${prefix}cache_v`] = v;
+    feeds[`${prefix}cache_mask`] = tensor(slots > 0 ? step.cacheMask(past) : new Float32Array(0), [1, slots]);
+    return slots;
+  }
+}
+
+/**
+ * The outputs to ask of one layer (named `${prefix}out` ...), and what to do with them: write its
+ * new keys and values into the cache, and turn its taps into LayerTaps.
+ */
+function layerOutputs(prefix: string, slots: number, past: number, taps: TapRequest) {
+  const names = [`${prefix}new_k`, `${prefix}new_v`];
+  if (taps.ffnActivations) names.push(`${prefix}ffn_act`);
+  if (taps.lastAttention) names.push(`${prefix}last_attn`);
+  if (prefix === '') names.push('out');
+  return {
+    names,
+    collect(layer: number, result: Record<string, ort.Tensor>, cache: KvCache, seq: number): LayerTaps {
+      const data = (name: string) => result[`${prefix}${name}`]!.data as Float32Array;
+      cache.append(layer, data('new_k'), data('new_v'), seq);
+      const out: LayerTaps = {};
+      if (taps.ffnActivations) out.ffnActivations = data('ffn_act');
+      if (taps.lastAttention) out.lastAttention = filledColumns(data('last_attn'), result[`${prefix}last_attn`]!.dims[0]!, slots, past, seq);
+      return out;
+    },
+  };
+}
+
+/** Whether `group` can run in its one session: no compact FFN in it, and no layer but its first may drop rows. */
+function wholeGroup(group: LayerGroup, hooks: LayerHooks | undefined, ffns: readonly (FfnWeights | undefined)[] | undefined): boolean {
+  for (let l = group.first; l < group.end; l++) {
+    if (ffns?.[l] !== undefined) return false;
+    if (l > group.first && hooks?.selectsRowsAt(l)) return false;
+  }
+  return true;
+}
+
+function range(first: number, end: number): number[] {
+  return Array.from({ length: end - first }, (_, i) => first + i);
 }
 
 /**

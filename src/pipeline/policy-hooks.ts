@@ -19,6 +19,7 @@ export function policyHooks(policy: SparsityPolicy, cache: KvCache, c: TextConfi
       }
       return keep;
     },
+    selectsRowsAt: (layer) => policy.selectsTokensAt(layer),
     taps: (layer) => policy.prefillTaps(layer),
     afterLayer(layer, taps: LayerTaps, tokens) {
       if (taps.lastAttention) {

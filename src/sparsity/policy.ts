@@ -7,7 +7,10 @@
  *
  * Order within one request: begin(), then for each decoder layer of the prefill selectTokens(l),
  * prefillTaps(l), and after the layer ran afterAttention / afterFfn for the taps it asked for;
- * then decodeNeurons(l) for every layer, once; report() at the end.
+ * then decodeNeurons(l) for every layer, once; report() at the end. The decoder runs groups of
+ * consecutive layers in one session: it asks selectTokens and prefillTaps of a group's layers
+ * before the first of them runs (selectTokens only of layers selectsTokensAt admits, inside a
+ * group), then hands each layer's taps over in order.
  */
 
 /** What a policy learns about a request and the model before prefill. */
@@ -78,6 +81,8 @@ export interface SparsityPolicy {
   afterAttention(layer: number, tap: AttentionTap): void;
   /** Before `layer` runs in prefill: which of the current tokens to keep (ascending), or null for all. */
   selectTokens(layer: number): number[] | null;
+  /** Whether selectTokens(layer) may keep fewer than all tokens; known after begin(), before any layer runs. */
+  selectsTokensAt(layer: number): boolean;
   /** After prefill: core-neuron indices `layer` decodes with (ascending), or null for the dense FFN. */
   decodeNeurons(layer: number): number[] | null;
   /** The image-token scores behind the last selection (grid order), for pictures; null without. */
@@ -101,6 +106,9 @@ export class DensePolicy implements SparsityPolicy {
   afterAttention(): void {}
   selectTokens(): number[] | null {
     return null;
+  }
+  selectsTokensAt(): boolean {
+    return false;
   }
   decodeNeurons(): number[] | null {
     return null;

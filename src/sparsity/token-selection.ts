@@ -69,6 +69,10 @@ export abstract class TokenSelectionPolicy implements SparsityPolicy {
     return keptPromptPositions(c.promptLength, c.imageStart, c.imageTokens, this.keptImage);
   }
 
+  selectsTokensAt(layer: number): boolean {
+    return this.selectsTokens && layer === this.options.tokenLayer;
+  }
+
   decodeNeurons(_layer: number): number[] | null {
     return null;
   }
