@@ -73,21 +73,21 @@ test('a layer group in its one session, and its layers one by one, compute the s
   const c = decoder.config;
   const run = async (oneByOne: boolean) => {
     const cache = decoder.newCache(20);
-    const ffn: Float32Array[] = [];
+    const tokens: number[] = [];
     const hooks = {
       selectRows: () => null,
       // A layer that may drop rows keeps its group from running as one session.
       selectsRowsAt: () => oneByOne,
-      taps: () => ({ ffnActivations: true }),
-      afterLayer: (_layer: number, taps: { ffnActivations?: Float32Array }) => void ffn.push(taps.ffnActivations!),
+      taps: () => ({}),
+      afterLayer: (_layer: number, _taps: object, n: number) => void tokens.push(n),
     };
     await decoder.forward(decoder.embed(ids.slice(0, 12)), range(0, 12), cache, { hooks });
     const { logits } = await decoder.forward(decoder.embed(ids.slice(12, 14)), range(12, 14), cache, { hooks });
-    return { logits, ffn, values: range(0, c.numHiddenLayers).map((l) => cache.values(l)) };
+    return { logits, tokens, values: range(0, c.numHiddenLayers).map((l) => cache.values(l)) };
   };
   const [group, layers] = [await run(false), await run(true)];
   assert.ok(relativeL2(group.logits, layers.logits) < 1e-6, `relative L2 ${relativeL2(group.logits, layers.logits)}`);
-  assert.equal(group.ffn.length, 2 * c.numHiddenLayers);
-  group.ffn.forEach((a, i) => assert.ok(relativeL2(a, layers.ffn[i]!) < 1e-6, `FFN tap ${i}`));
+  assert.deepEqual(group.tokens, [...Array<number>(c.numHiddenLayers).fill(12), ...Array<number>(c.numHiddenLayers).fill(2)]);
+  assert.deepEqual(group.tokens, layers.tokens);
   group.values.forEach((v, l) => assert.ok(relativeL2(v, layers.values[l]!) < 1e-6, `layer ${l} cached values`));
 });

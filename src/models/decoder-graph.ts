@@ -64,14 +64,16 @@ export function buildLayerGraph(c: TextConfig, variant: LayerGraphVariant): Uint
  * Consecutive decoder layers in one graph with their weights baked in, each attending to its KV
  * cache (empty before the first tokens), so a decode step costs one session run per group rather
  * than one per layer. Layer l's inputs and outputs are its single-layer graph's, named `l<l>.<name>`
- * (`cache_mask` too: pruned layers hold fewer tokens); every layer's taps are outputs, returned
- * when asked for. The last layer's hidden state is `out`.
+ * (`cache_mask` too: pruned layers hold fewer tokens); the last layer's hidden state is `out`.
+ * No taps: ONNX Runtime computes and holds every graph output until a run ends whether or not it
+ * is fetched, which for FFN activations is 15 MB a layer at 768 tokens (layers that must return
+ * taps run on their own).
  */
 export function buildLayerGroupGraph(c: TextConfig, format: WeightFormat, layers: readonly number[], baked: Readonly<Record<string, BakedTensor>>): Uint8Array {
   const g = new GraphBuilder('decoder_layers');
   let x = g.input('x', ['seq', c.hiddenSize]);
   const step = stepInputs(g, c);
-  const variant = { withCache: true, format, ffnActivations: true, lastAttention: true };
+  const variant = { withCache: true, format };
   for (const l of layers) {
     const layer = addLayer(g, c, variant, x, step, `l${l}.`);
     addLayerOutputs(g, c, variant, layer, `l${l}.`);

@@ -136,11 +136,13 @@ export class DecoderWeights {
     const scratch = new ReusableBuffers();
     let pending: { first: number; feeds: LayerWeights; bytes: number } = { first: 0, feeds: {}, bytes: 0 };
     const bake = async (end: number) => {
-      const layers = Array.from({ length: end - pending.first }, (_, i) => pending.first + i);
-      const session = await GraphSession.create(buildLayerGroupGraph(c, format, layers, pending.feeds), runtime);
-      groups.push({ first: pending.first, end, session });
+      const { first } = pending;
+      const layers = Array.from({ length: end - first }, (_, i) => first + i);
+      const graph = buildLayerGroupGraph(c, format, layers, pending.feeds);
+      // The serialised graph holds the weights now: let the feeds go before ONNX Runtime copies them again.
       pending = { first: end, feeds: {}, bytes: 0 };
       collectGarbage();
+      groups.push({ first, end, session: await GraphSession.create(graph, runtime) });
       layers.forEach(() => onLayer?.());
     };
     for (let l = 0; l < c.numHiddenLayers; l++) {

@@ -133,16 +133,20 @@ export class LlamaDecoder {
         rows = keep.map((i) => rows[i]!);
       }
       const group = this.weights.groupAt(layer);
-      const whole = group !== undefined && wholeGroup(group, hooks, ffns);
-      const layers = whole ? range(group.first, group.end) : [layer];
-      const taps = layers.map((l) => hooks?.taps(l) ?? {});
-      const result = whole ? await this.runGroup(group, hidden, rows, cache, step, taps) : await this.runLayer(layer, hidden, rows, cache, step, taps[0]!, ffns?.[layer]);
+      if (group !== undefined && wholeGroup(group, hooks, ffns)) {
+        hidden = await this.runGroup(group, hidden, rows, cache, step);
+        for (let l = group.first; l < group.end; l++) {
+          tokensPerLayer.push(rows.length);
+          hooks?.afterLayer(l, {}, rows.length);
+        }
+        layer = group.end;
+        continue;
+      }
+      tokensPerLayer.push(rows.length);
+      const result = await this.runLayer(layer, hidden, rows, cache, step, hooks?.taps(layer) ?? {}, ffns?.[layer]);
       hidden = result.hidden;
-      layers.forEach((l, i) => {
-        tokensPerLayer.push(rows.length);
-        hooks?.afterLayer(l, result.taps[i]!, rows.length);
-      });
-      layer += layers.length;
+      hooks?.afterLayer(layer, result.taps, rows.length);
+      layer++;
     }
     return { logits: await this.logits(hidden.subarray((rows.length - 1) * width), 1), tokensPerLayer };
   }
@@ -181,29 +185,36 @@ export class LlamaDecoder {
     step: StepTables,
     taps: TapRequest,
     ffn: FfnWeights | undefined,
-  ): Promise<{ hidden: Float32Array; taps: LayerTaps[] }> {
-    const variant = { withCache: cache.length(layer) > 0, format: this.weights.feedFormat, ...taps };
-    const session = await this.sessions.get(layerGraphKey(variant), () => buildLayerGraph(this.config, variant));
+  ): Promise<{ hidden: Float32Array; taps: LayerTaps }> {
+    const c = this.config;
+    const seq = positions.length;
+    const past = cache.length(layer);
+    const variant = { withCache: past > 0, format: this.weights.feedFormat, ...taps };
+    const session = await this.sessions.get(layerGraphKey(variant), () => buildLayerGraph(c, variant));
     const feeds: Feeds = { ...this.weights.layerFeeds(layer), ...ffn, ...this.stepFeeds(hidden, positions, step) };
-    const outputs = layerOutputs('', variant.withCache ? this.cacheFeeds(layer, '', cache, step, feeds) : 0, cache.length(layer), taps);
-    const result = await session.run(feeds, outputs.names);
-    return { hidden: result.out!.data as Float32Array, taps: [outputs.collect(layer, result, cache, positions.length)] };
+    const slots = variant.withCache ? this.cacheFeeds(layer, '', cache, step, feeds) : 0;
+    const names = ['out', 'new_k', 'new_v'];
+    if (taps.ffnActivations) names.push('ffn_act');
+    if (taps.lastAttention) names.push('last_attn');
+    const [out, k, v, ...rest] = await session.runFloat(feeds, names);
+    cache.append(layer, k!, v!, seq);
+    const result: LayerTaps = {};
+    if (taps.ffnActivations) result.ffnActivations = rest.shift()!;
+    if (taps.lastAttention) result.lastAttention = filledColumns(rest.shift()!, c.numAttentionHeads, slots, past, seq);
+    return { hidden: out!, taps: result };
   }
 
-  /** A group's layers in its one session, with their baked weights. */
-  private async runGroup(
-    group: LayerGroup,
-    hidden: Float32Array,
-    positions: readonly number[],
-    cache: KvCache,
-    step: StepTables,
-    taps: readonly TapRequest[],
-  ): Promise<{ hidden: Float32Array; taps: LayerTaps[] }> {
+  /** A group's layers in its one session, with their baked weights; returns the last one's output. */
+  private async runGroup(group: LayerGroup, hidden: Float32Array, positions: readonly number[], cache: KvCache, step: StepTables): Promise<Float32Array> {
     const feeds = this.stepFeeds(hidden, positions, step);
-    const outputs = range(group.first, group.end).map((l, i) => layerOutputs(`l${l}.`, this.cacheFeeds(l, `l${l}.`, cache, step, feeds), cache.length(l), taps[i]!));
-    const result = await group.session.run(feeds, ['out', ...outputs.flatMap((o) => o.names)]);
-    const layerTaps = outputs.map((o, i) => o.collect(group.first + i, result, cache, positions.length));
-    return { hidden: result.out!.data as Float32Array, taps: layerTaps };
+    const names = ['out'];
+    for (let l = group.first; l < group.end; l++) {
+      this.cacheFeeds(l, `l${l}.`, cache, step, feeds);
+      names.push(`l${l}.new_k`, `l${l}.new_v`);
+    }
+    const [out, ...kv] = await group.session.runFloat(feeds, names);
+    for (let l = group.first; l < group.end; l++) cache.append(l, kv[2 * (l - group.first)]!, kv[2 * (l - group.first) + 1]!, positions.length);
+    return out!;
   }
 
   /** The inputs every layer of a pass shares: the rows, their RoPE lines and causal mask. */
@@ -236,38 +247,17 @@ export class LlamaDecoder {
 }
 
 /**
- * The outputs to ask of one layer (named `${prefix}out` ...), and what to do with them: write its
- * new keys and values into the cache, and turn its taps into LayerTaps.
+ * Whether `group` can run in its one session: none of its layers takes a compact FFN or returns
+ * taps, and none but its first may drop rows.
  */
-function layerOutputs(prefix: string, slots: number, past: number, taps: TapRequest) {
-  const names = [`${prefix}new_k`, `${prefix}new_v`];
-  if (taps.ffnActivations) names.push(`${prefix}ffn_act`);
-  if (taps.lastAttention) names.push(`${prefix}last_attn`);
-  if (prefix === '') names.push('out');
-  return {
-    names,
-    collect(layer: number, result: Record<string, ort.Tensor>, cache: KvCache, seq: number): LayerTaps {
-      const data = (name: string) => result[`${prefix}${name}`]!.data as Float32Array;
-      cache.append(layer, data('new_k'), data('new_v'), seq);
-      const out: LayerTaps = {};
-      if (taps.ffnActivations) out.ffnActivations = data('ffn_act');
-      if (taps.lastAttention) out.lastAttention = filledColumns(data('last_attn'), result[`${prefix}last_attn`]!.dims[0]!, slots, past, seq);
-      return out;
-    },
-  };
-}
-
-/** Whether `group` can run in its one session: no compact FFN in it, and no layer but its first may drop rows. */
 function wholeGroup(group: LayerGroup, hooks: LayerHooks | undefined, ffns: readonly (FfnWeights | undefined)[] | undefined): boolean {
   for (let l = group.first; l < group.end; l++) {
     if (ffns?.[l] !== undefined) return false;
     if (l > group.first && hooks?.selectsRowsAt(l)) return false;
+    const taps = hooks?.taps(l);
+    if (taps?.ffnActivations || taps?.lastAttention) return false;
   }
   return true;
-}
-
-function range(first: number, end: number): number[] {
-  return Array.from({ length: end - first }, (_, i) => first + i);
 }
 
 /**
