@@ -65,15 +65,16 @@ export function buildLayerGraph(c: TextConfig, variant: LayerGraphVariant): Uint
  * cache (empty before the first tokens), so a decode step costs one session run per group rather
  * than one per layer. Layer l's inputs and outputs are its single-layer graph's, named `l<l>.<name>`
  * (`cache_mask` too: pruned layers hold fewer tokens); the last layer's hidden state is `out`.
- * No taps: ONNX Runtime computes and holds every graph output until a run ends whether or not it
- * is fetched, which for FFN activations is 15 MB a layer at 768 tokens (layers that must return
- * taps run on their own).
+ * Only a group of one layer has taps: ONNX Runtime computes and holds every graph output until a
+ * run ends whether or not it is fetched, which for FFN activations is 15 MB a layer at 768 tokens
+ * (layers of larger groups that must return taps run on their own).
  */
 export function buildLayerGroupGraph(c: TextConfig, format: WeightFormat, layers: readonly number[], baked: Readonly<Record<string, BakedTensor>>): Uint8Array {
   const g = new GraphBuilder('decoder_layers');
   let x = g.input('x', ['seq', c.hiddenSize]);
   const step = stepInputs(g, c);
-  const variant = { withCache: true, format };
+  // One layer holds its taps as the layer-per-session graphs did; more would hold them all.
+  const variant = { withCache: true, format, ffnActivations: layers.length === 1, lastAttention: layers.length === 1 };
   for (const l of layers) {
     const layer = addLayer(g, c, variant, x, step, `l${l}.`);
     addLayerOutputs(g, c, variant, layer, `l${l}.`);

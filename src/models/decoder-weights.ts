@@ -82,7 +82,12 @@ type Embedding = { table: Float32Array } | { int8: Int8Array; scales: Float32Arr
 /** Reopens the checkpoint the decoder was loaded from (for weights read after loading). */
 export type SourceOpener = () => WeightSource & { close(): void };
 
-/** Consecutive layers first .. end - 1 baked into one session (decoder-graph.ts buildLayerGroupGraph). */
+/**
+ * Consecutive layers first .. end - 1 baked into one session (decoder-graph.ts buildLayerGroupGraph).
+ * A group ends where its weights would pass GROUP_BYTES or at a layer break: the layers where the
+ * default sparsity policies begin to drop tokens or decode with core neurons, which would otherwise
+ * make a group run layer by layer (llama.ts). A group of one layer returns taps.
+ */
 export interface LayerGroup {
   readonly first: number;
   readonly end: number;
@@ -131,6 +136,7 @@ export class DecoderWeights {
     runtime: RuntimeOptions,
     reopen?: SourceOpener,
     onLayer?: () => void,
+    layerBreaks: readonly number[] = [],
   ): Promise<DecoderWeights> {
     const groups: LayerGroup[] = [];
     const scratch = new ReusableBuffers();
@@ -148,7 +154,7 @@ export class DecoderWeights {
     for (let l = 0; l < c.numHiddenLayers; l++) {
       const feeds = loadLayer(source, `${prefix}layers.${l}.`, c, format, scratch);
       const bytes = Object.values(feeds).reduce((sum, t) => sum + (t.data as ArrayBufferView).byteLength, 0);
-      if (l > pending.first && pending.bytes + bytes > GROUP_BYTES) await bake(l);
+      if (l > pending.first && (pending.bytes + bytes > GROUP_BYTES || layerBreaks.includes(l))) await bake(l);
       for (const [name, t] of Object.entries(feeds)) pending.feeds[`l${l}.${name}`] = t;
       pending.bytes += bytes;
     }

@@ -12,7 +12,7 @@
  * FFNs, which run through one shared graph that takes every weight as an input.
  */
 import type ort from 'onnxruntime-node';
-import { int64Tensor, tensor, type Feeds, type RuntimeOptions } from '../graph/session.js';
+import { int64Tensor, tensor, type Feeds, type GraphSession, type RuntimeOptions } from '../graph/session.js';
 import { SessionCache } from '../graph/session-cache.js';
 import { CorematchingError } from '../io/errors.js';
 import type { TextConfig } from '../io/model-config.js';
@@ -80,7 +80,8 @@ export class LlamaDecoder {
 
   /**
    * Loads weights under `prefix` (e.g. `model.language_model.`); `lmHeadName` unless tied.
-   * `reopen` lets compact FFNs read weights again later (decoder-weights.ts).
+   * `reopen` lets compact FFNs read weights again later; each of `layerBreaks` starts a new layer
+   * group (decoder-weights.ts).
    */
   static async load(
     source: WeightSource,
@@ -91,8 +92,9 @@ export class LlamaDecoder {
     runtime: RuntimeOptions,
     reopen?: SourceOpener,
     onLayer?: () => void,
+    layerBreaks: readonly number[] = [],
   ): Promise<LlamaDecoder> {
-    return new LlamaDecoder(c, await DecoderWeights.load(source, prefix, lmHeadName, c, format, runtime, reopen, onLayer), format, runtime);
+    return new LlamaDecoder(c, await DecoderWeights.load(source, prefix, lmHeadName, c, format, runtime, reopen, onLayer, layerBreaks), format, runtime);
   }
 
   /** An empty KV cache for this decoder holding up to `capacity` tokens per layer. */
@@ -134,10 +136,11 @@ export class LlamaDecoder {
       }
       const group = this.weights.groupAt(layer);
       if (group !== undefined && wholeGroup(group, hooks, ffns)) {
-        hidden = await this.runGroup(group, hidden, rows, cache, step);
+        const result = await this.runGroup(group, hidden, rows, cache, step, group.end - group.first === 1 ? (hooks?.taps(layer) ?? {}) : {});
+        hidden = result.hidden;
         for (let l = group.first; l < group.end; l++) {
           tokensPerLayer.push(rows.length);
-          hooks?.afterLayer(l, {}, rows.length);
+          hooks?.afterLayer(l, l === group.end - 1 ? result.taps : {}, rows.length);
         }
         layer = group.end;
         continue;
@@ -186,35 +189,51 @@ export class LlamaDecoder {
     taps: TapRequest,
     ffn: FfnWeights | undefined,
   ): Promise<{ hidden: Float32Array; taps: LayerTaps }> {
-    const c = this.config;
-    const seq = positions.length;
-    const past = cache.length(layer);
-    const variant = { withCache: past > 0, format: this.weights.feedFormat, ...taps };
-    const session = await this.sessions.get(layerGraphKey(variant), () => buildLayerGraph(c, variant));
+    const variant = { withCache: cache.length(layer) > 0, format: this.weights.feedFormat, ...taps };
+    const session = await this.sessions.get(layerGraphKey(variant), () => buildLayerGraph(this.config, variant));
     const feeds: Feeds = { ...this.weights.layerFeeds(layer), ...ffn, ...this.stepFeeds(hidden, positions, step) };
-    const slots = variant.withCache ? this.cacheFeeds(layer, '', cache, step, feeds) : 0;
-    const names = ['out', 'new_k', 'new_v'];
-    if (taps.ffnActivations) names.push('ffn_act');
-    if (taps.lastAttention) names.push('last_attn');
-    const [out, k, v, ...rest] = await session.runFloat(feeds, names);
-    cache.append(layer, k!, v!, seq);
-    const result: LayerTaps = {};
-    if (taps.ffnActivations) result.ffnActivations = rest.shift()!;
-    if (taps.lastAttention) result.lastAttention = filledColumns(rest.shift()!, c.numAttentionHeads, slots, past, seq);
-    return { hidden: out!, taps: result };
+    return this.runLayers(session, feeds, [layer], () => '', variant.withCache, positions.length, cache, step, taps);
   }
 
-  /** A group's layers in its one session, with their baked weights; returns the last one's output. */
-  private async runGroup(group: LayerGroup, hidden: Float32Array, positions: readonly number[], cache: KvCache, step: StepTables): Promise<Float32Array> {
+  /** A group's layers in its one session, with their baked weights (`taps`: of a group of one). */
+  private runGroup(group: LayerGroup, hidden: Float32Array, positions: readonly number[], cache: KvCache, step: StepTables, taps: TapRequest) {
+    const layers = Array.from({ length: group.end - group.first }, (_, i) => group.first + i);
     const feeds = this.stepFeeds(hidden, positions, step);
+    return this.runLayers(group.session, feeds, layers, (l) => `l${l}.`, true, positions.length, cache, step, taps);
+  }
+
+  /**
+   * Runs `layers` in `session` (their inputs and outputs named `${prefix(l)}<name>`), with their
+   * caches when `withCache`; appends their new keys and values and returns the last one's output
+   * and taps.
+   */
+  private async runLayers(
+    session: GraphSession,
+    feeds: Feeds,
+    layers: readonly number[],
+    prefix: (layer: number) => string,
+    withCache: boolean,
+    seq: number,
+    cache: KvCache,
+    step: StepTables,
+    taps: TapRequest,
+  ): Promise<{ hidden: Float32Array; taps: LayerTaps }> {
+    const last = layers[layers.length - 1]!;
+    const past = cache.length(last);
+    let slots = 0;
     const names = ['out'];
-    for (let l = group.first; l < group.end; l++) {
-      this.cacheFeeds(l, `l${l}.`, cache, step, feeds);
-      names.push(`l${l}.new_k`, `l${l}.new_v`);
+    for (const l of layers) {
+      if (withCache) slots = this.cacheFeeds(l, prefix(l), cache, step, feeds);
+      names.push(`${prefix(l)}new_k`, `${prefix(l)}new_v`);
     }
-    const [out, ...kv] = await group.session.runFloat(feeds, names);
-    for (let l = group.first; l < group.end; l++) cache.append(l, kv[2 * (l - group.first)]!, kv[2 * (l - group.first) + 1]!, positions.length);
-    return out!;
+    if (taps.ffnActivations) names.push(`${prefix(last)}ffn_act`);
+    if (taps.lastAttention) names.push(`${prefix(last)}last_attn`);
+    const [out, ...rest] = await session.runFloat(feeds, names);
+    for (const l of layers) cache.append(l, rest.shift()!, rest.shift()!, seq);
+    const result: LayerTaps = {};
+    if (taps.ffnActivations) result.ffnActivations = rest.shift()!;
+    if (taps.lastAttention) result.lastAttention = filledColumns(rest.shift()!, this.config.numAttentionHeads, slots, past, seq);
+    return { hidden: out!, taps: result };
   }
 
   /** The inputs every layer of a pass shares: the rows, their RoPE lines and causal mask. */
@@ -247,15 +266,16 @@ export class LlamaDecoder {
 }
 
 /**
- * Whether `group` can run in its one session: none of its layers takes a compact FFN or returns
- * taps, and none but its first may drop rows.
+ * Whether `group` can run in its one session: none of its layers takes a compact FFN, none but its
+ * first may drop rows, and only a group of one returns taps (decoder-graph.ts).
  */
 function wholeGroup(group: LayerGroup, hooks: LayerHooks | undefined, ffns: readonly (FfnWeights | undefined)[] | undefined): boolean {
+  const single = group.end - group.first === 1;
   for (let l = group.first; l < group.end; l++) {
     if (ffns?.[l] !== undefined) return false;
     if (l > group.first && hooks?.selectsRowsAt(l)) return false;
     const taps = hooks?.taps(l);
-    if (taps?.ffnActivations || taps?.lastAttention) return false;
+    if (!single && (taps?.ffnActivations || taps?.lastAttention)) return false;
   }
   return true;
 }

@@ -27,7 +27,8 @@ export class LlavaModel {
   /**
    * Loads every part, its linear weights in `format` (quantized here). The vision tower and
    * projector run int8 under int4: their products have hundreds of rows, where MatMulNBits' int4
-   * is slower than int8 (bench/kernels.ts). `reopen` serves weights read after loading.
+   * is slower than int8 (bench/kernels.ts). `reopen` serves weights read after loading;
+   * `layerBreaks` are decoder layers that start a new layer group (decoder-weights.ts).
    */
   static async load(
     source: WeightSource,
@@ -36,6 +37,7 @@ export class LlavaModel {
     runtime: RuntimeOptions,
     reopen?: SourceOpener,
     onStep?: () => void,
+    layerBreaks: readonly number[] = [],
   ): Promise<LlavaModel> {
     const layout = detectLayout(source);
     const imageFormat = format === 'int4' ? 'int8' : format;
@@ -50,7 +52,7 @@ export class LlavaModel {
       imageFormat,
       runtime,
     );
-    const decoder = await LlamaDecoder.load(source, layout.language, layout.lmHead, config.text, format, runtime, reopen, onStep);
+    const decoder = await LlamaDecoder.load(source, layout.language, layout.lmHead, config.text, format, runtime, reopen, onStep, layerBreaks);
     return new LlavaModel(config, vision, projector, decoder);
   }
 

@@ -17,6 +17,7 @@ import type { KvCache } from '../models/kv-cache.js';
 import { LlavaModel } from '../models/llava.js';
 import { decodeStepFlops, prefillFlops, visionFlops } from '../models/flops.js';
 import { createPolicy } from '../sparsity/create-policy.js';
+import { policyLayerBreaks } from '../sparsity/options.js';
 import type { SparsityReport } from '../sparsity/policy.js';
 import { checkGenerateOptions, isRgbImage, type GenerateOptions } from './generate-options.js';
 import { generateTokens, type GenerationStats, type LayerWork } from './generation-loop.js';
@@ -90,7 +91,8 @@ export class VisionLanguageModel {
     let model: LlavaModel;
     try {
       const reopen = () => Checkpoint.open(config.dir);
-      model = await LlavaModel.load(checkpoint, config, weightFormat(options.weights), runtime, reopen, () => options.onProgress?.(++done, total));
+      const onStep = () => options.onProgress?.(++done, total);
+      model = await LlavaModel.load(checkpoint, config, weightFormat(options.weights), runtime, reopen, onStep, policyLayerBreaks(config.text.numHiddenLayers));
     } finally {
       checkpoint.close();
     }

@@ -36,6 +36,19 @@ export interface PolicyOptions {
   reportNeuronIndices: boolean;
 }
 
+/**
+ * Decoder layers before which the default policies change what a layer does: the layer that scores
+ * image tokens (tokenLayer - 1), the first layer after the selection (tokenLayer), and the first and
+ * one-past-last of the middle layers that decode with core neurons. The decoder starts a new group
+ * of layers at each (llama.ts), so these policies find whole groups to run as one session.
+ */
+export function policyLayerBreaks(numLayers: number): number[] {
+  const middle = neuronLayerIndices('middle', numLayers);
+  const { tokenLayer } = DEFAULT_POLICY_OPTIONS;
+  const breaks = [tokenLayer - 1, tokenLayer, ...(middle.length > 0 ? [middle[0]!, middle[middle.length - 1]! + 1] : [])];
+  return [...new Set(breaks)].filter((l) => l > 0 && l < numLayers).sort((a, b) => a - b);
+}
+
 export const DEFAULT_POLICY_OPTIONS: Readonly<PolicyOptions> = Object.freeze({
   rho: 0.2,
   beta: 0.4,
