@@ -97,13 +97,18 @@ for (const format of ['fp32', 'int8'] as const) {
       await grouped.forward(grouped.embed(ids.slice(0, 12)), range(0, 12), cache, { hooks });
       const { logits } = await grouped.forward(grouped.embed(ids.slice(12, 14)), range(12, 14), cache, { hooks });
       const step = await grouped.step(ids[14]!, 14, cache);
-      return { logits, step: step.logits, tokens, values: range(0, c.numHiddenLayers).map((l) => cache.values(l)) };
+      // Compact core-neuron FFNs (every third neuron) in every layer: the group graph fed them.
+      const neurons = range(0, c.intermediateSize).filter((i) => i % 3 === 0);
+      const ffns = range(0, c.numHiddenLayers).map((l) => grouped.compactFfn(l, neurons));
+      const compact = await grouped.forward(grouped.embed([ids[15]!]), [15], cache, { hooks, ffns });
+      return { logits, step: step.logits, compact: compact.logits, tokens, values: range(0, c.numHiddenLayers).map((l) => cache.values(l)) };
     };
     const [group, layers] = [await run(false), await run(true)];
     await grouped.release();
     assert.ok(relativeL2(group.logits, layers.logits) < 1e-6, `relative L2 ${relativeL2(group.logits, layers.logits)}`);
     assert.ok(relativeL2(group.step, layers.step) < 1e-6, `decode step: relative L2 ${relativeL2(group.step, layers.step)}`);
-    assert.deepEqual(group.tokens, [...Array<number>(c.numHiddenLayers).fill(12), ...Array<number>(c.numHiddenLayers).fill(2)]);
+    assert.ok(relativeL2(group.compact, layers.compact) < 1e-6, `compact FFNs: relative L2 ${relativeL2(group.compact, layers.compact)}`);
+    assert.deepEqual(group.tokens, [...Array<number>(c.numHiddenLayers).fill(12), ...Array<number>(c.numHiddenLayers).fill(2), ...Array<number>(c.numHiddenLayers).fill(1)]);
     assert.deepEqual(group.tokens, layers.tokens);
     group.values.forEach((v, l) => assert.ok(relativeL2(v, layers.values[l]!) < 1e-6, `layer ${l} cached values`));
   });

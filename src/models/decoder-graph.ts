@@ -61,15 +61,15 @@ export function buildLayerGraph(c: TextConfig, variant: LayerGraphVariant): Uint
 }
 
 /**
- * Consecutive decoder layers in one graph with their weights baked in, each attending to its KV
- * cache (empty before the first tokens), so a decode step costs one session run per group rather
- * than one per layer. Layer l's inputs and outputs are its single-layer graph's, named `l<l>.<name>`
+ * Consecutive decoder layers in one graph, each attending to its KV cache (empty before the first
+ * tokens), so a decode step costs one session run per group rather than one per layer. Weights in
+ * `baked` become initializers (a layer group's session); the rest are inputs (compact FFNs). Layer l's inputs and outputs are its single-layer graph's, named `l<l>.<name>`
  * (`cache_mask` too: pruned layers hold fewer tokens); the last layer's hidden state is `out`.
  * Only a group of one layer has taps: ONNX Runtime computes and holds every graph output until a
  * run ends whether or not it is fetched, which for FFN activations is 15 MB a layer at 768 tokens
  * (layers of larger groups that must return taps run on their own).
  */
-export function buildLayerGroupGraph(c: TextConfig, format: WeightFormat, layers: readonly number[], baked: Readonly<Record<string, BakedTensor>>): Uint8Array {
+export function buildLayerGroupGraph(c: TextConfig, format: WeightFormat, layers: readonly number[], baked: Readonly<Record<string, BakedTensor>> = {}): Uint8Array {
   const g = new GraphBuilder('decoder_layers');
   let x = g.input('x', ['seq', c.hiddenSize]);
   const step = stepInputs(g, c);
@@ -164,7 +164,8 @@ function addLayer(g: GraphBuilder, c: TextConfig, variant: LayerGraphVariant, x:
   const yn = rmsNorm(g, afterAttn, w('post_norm', [h]), c.rmsNormEps);
   // gate and up likewise: [gate; up] rows, 2 x ffn of them.
   // The FFN's width is symbolic where compact FFNs feed the graph; int4 (baked only) fixes it.
-  const [ffn, ffn2] = variant.format === 'int4' ? [c.intermediateSize, 2 * c.intermediateSize] : ['ffn', 'ffn2'];
+  // Each layer of a group has its own (compact FFNs differ in width from layer to layer).
+  const [ffn, ffn2] = variant.format === 'int4' ? [c.intermediateSize, 2 * c.intermediateSize] : [`${prefix}ffn`, `${prefix}ffn2`];
   const gateUp = proj(yn, 'gate_up_w', ffn2, h, bias('gate_up_b', ffn2, c.mlpBias));
   const [gate, up] = g.node('Split', [gateUp], { axis: 1, num_outputs: 2 }, 2) as [string, string];
   const act = g.op('Mul', [activation(g, gate, c.hiddenAct), up]);

@@ -18,7 +18,7 @@ import { CorematchingError } from '../io/errors.js';
 import type { TextConfig } from '../io/model-config.js';
 import type { WeightFormat } from '../graph/ops.js';
 import { compactFfn, FfnWorkspace } from './compact-ffn.js';
-import { buildLayerGraph, cacheMask, causalMask, layerGraphKey, type TapRequest } from './decoder-graph.js';
+import { buildLayerGraph, buildLayerGroupGraph, cacheMask, causalMask, layerGraphKey, type TapRequest } from './decoder-graph.js';
 import { DecoderWeights, type LayerGroup, type SourceOpener } from './decoder-weights.js';
 import { KvCache } from './kv-cache.js';
 import { inverseFrequencies, ropeTables } from './rope.js';
@@ -136,7 +136,10 @@ export class LlamaDecoder {
       }
       const group = this.weights.groupAt(layer);
       if (group !== undefined && wholeGroup(group, hooks, ffns)) {
-        const result = await this.runGroup(group, hidden, rows, cache, step, group.end - group.first === 1 ? (hooks?.taps(layer) ?? {}) : {});
+        const single = group.end - group.first === 1;
+        const result = hasCompactFfn(group, ffns)
+          ? await this.runFedGroup(group, hidden, rows, cache, step, ffns!)
+          : await this.runGroup(group, hidden, rows, cache, step, single ? (hooks?.taps(layer) ?? {}) : {});
         hidden = result.hidden;
         for (let l = group.first; l < group.end; l++) {
           tokensPerLayer.push(rows.length);
@@ -203,6 +206,21 @@ export class LlamaDecoder {
   }
 
   /**
+   * A group's layers, some with compact FFNs, in one session of the group graph that takes every
+   * weight as an input: one run instead of one per layer (built once per group and format).
+   */
+  private async runFedGroup(group: LayerGroup, hidden: Float32Array, positions: readonly number[], cache: KvCache, step: StepTables, ffns: readonly (FfnWeights | undefined)[]) {
+    const format = this.weights.feedFormat;
+    const layers = Array.from({ length: group.end - group.first }, (_, i) => group.first + i);
+    const session = await this.sessions.get(`fed-group:${format}:${group.first}-${group.end}`, () => buildLayerGroupGraph(this.config, format, layers));
+    const feeds = this.stepFeeds(hidden, positions, step);
+    for (const l of layers) {
+      for (const [name, t] of Object.entries({ ...this.weights.layerFeeds(l), ...ffns[l] })) feeds[`l${l}.${name}`] = t;
+    }
+    return this.runLayers(session, feeds, layers, (l) => `l${l}.`, true, positions.length, cache, step, {});
+  }
+
+  /**
    * Runs `layers` in `session` (their inputs and outputs named `${prefix(l)}<name>`), with their
    * caches when `withCache`; appends their new keys and values and returns the last one's output
    * and taps.
@@ -266,13 +284,18 @@ export class LlamaDecoder {
 }
 
 /**
- * Whether `group` can run in its one session: none of its layers takes a compact FFN, none but its
- * first may drop rows, and only a group of one returns taps (decoder-graph.ts).
+ * Whether `group` can run in one session: none but its first layer may drop rows, and only a
+ * group of one returns taps (decoder-graph.ts). A group of one with a compact FFN cannot.
  */
-function wholeGroup(group: LayerGroup, hooks: LayerHooks | undefined, ffns: readonly (FfnWeights | undefined)[] | undefined): boolean {
+function hasCompactFfn(group: LayerGroup, ffns: readonly (FfnWeights | undefined)[] | undefined): boolean {
+  for (let l = group.first; l < group.end; l++) if (ffns?.[l] !== undefined) return true;
+  return false;
+}
+
+function wholeGroup(group: LayerGroup, hooks: LayerHooks | undefined, ffns?: readonly (FfnWeights | undefined)[]): boolean {
   const single = group.end - group.first === 1;
+  if (single && hasCompactFfn(group, ffns)) return false;
   for (let l = group.first; l < group.end; l++) {
-    if (ffns?.[l] !== undefined) return false;
     if (l > group.first && hooks?.selectsRowsAt(l)) return false;
     const taps = hooks?.taps(l);
     if (!single && (taps?.ffnActivations || taps?.lastAttention)) return false;
