@@ -63,8 +63,9 @@ export function buildLayerGraph(c: TextConfig, variant: LayerGraphVariant): Uint
 /**
  * Consecutive decoder layers in one graph, each attending to its KV cache (empty before the first
  * tokens), so a decode step costs one session run per group rather than one per layer. Weights in
- * `baked` become initializers (a layer group's session); the rest are inputs (compact FFNs). Layer l's inputs and outputs are its single-layer graph's, named `l<l>.<name>`
- * (`cache_mask` too: pruned layers hold fewer tokens); the last layer's hidden state is `out`.
+ * `baked` become initializers (a layer group's session); the rest are inputs (compact FFNs).
+ * Layer l's inputs and outputs are its single-layer graph's, named `l<l>.<name>` (`cache_mask`
+ * too: pruned layers hold fewer tokens); the last layer's hidden state is `out`.
  * Only a group of one layer has taps: ONNX Runtime computes and holds every graph output until a
  * run ends whether or not it is fetched, which for FFN activations is 15 MB a layer at 768 tokens
  * (layers of larger groups that must return taps run on their own).

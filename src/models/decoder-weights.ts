@@ -107,8 +107,8 @@ const GROUP_BYTES = 128 * 1024 * 1024;
  * consecutive layers (so ORT pre-packs them, and int4 runs at all: see graph/builder.ts), and the
  * JavaScript side keeps only what it reads itself: the token embeddings, and the LM head when
  * it shares an fp32 table with them. A layer's weights as feeds, for the single-layer graph
- * that takes compact core-neuron FFNs (and runs a group's layers one by one when a policy drops
- * tokens inside it), are read again from the checkpoint the first time a request asks for that
+ * and the group graph that take compact core-neuron FFNs (the single-layer graph also runs a
+ * group's layers one by one when a policy drops tokens or reads taps inside it), are read again from the checkpoint the first time a request asks for that
  * layer (int4 models use int8 copies: MatMulNBits is ~60x slower on a weight fed as an input).
  */
 export class DecoderWeights {

@@ -6,10 +6,12 @@
  *   let { logits } = await decoder.forward(decoder.embed(promptIds), positions, cache);  // prefill
  *   ({ logits } = await decoder.step(token, position, cache));                           // decode
  *
- * Each layer runs as one ONNX graph (decoder-graph.ts) in a session of its own, its weights baked
- * in. `hooks` let a caller (the generation loop, on behalf of a sparsity policy) drop rows between
- * layers and read FFN activations and attention inside them; `ffns` swaps in compact core-neuron
- * FFNs, which run through one shared graph that takes every weight as an input.
+ * Consecutive layers run as one ONNX graph (decoder-graph.ts) in a session of their own, their
+ * weights baked in: a layer group. `hooks` let a caller (the generation loop, on behalf of a
+ * sparsity policy) drop rows between layers and read FFN activations and attention inside them;
+ * `ffns` swaps in compact core-neuron FFNs, which run through graphs that take every weight as an
+ * input. Where a group cannot serve a request (rows dropped or taps read inside it, a compact FFN
+ * in a group of one), its layers run one by one through the single-layer graph, fed.
  */
 import type ort from 'onnxruntime-node';
 import { int64Tensor, tensor, type Feeds, type GraphSession, type RuntimeOptions } from '../graph/session.js';
@@ -200,7 +202,7 @@ export class LlamaDecoder {
 
   /** A group's layers in its one session, with their baked weights (`taps`: of a group of one). */
   private runGroup(group: LayerGroup, hidden: Float32Array, positions: readonly number[], cache: KvCache, step: StepTables, taps: TapRequest) {
-    const layers = Array.from({ length: group.end - group.first }, (_, i) => group.first + i);
+    const layers = layersOf(group);
     const feeds = this.stepFeeds(hidden, positions, step);
     return this.runLayers(group.session, feeds, layers, (l) => `l${l}.`, true, positions.length, cache, step, taps);
   }
@@ -211,7 +213,7 @@ export class LlamaDecoder {
    */
   private async runFedGroup(group: LayerGroup, hidden: Float32Array, positions: readonly number[], cache: KvCache, step: StepTables, ffns: readonly (FfnWeights | undefined)[]) {
     const format = this.weights.feedFormat;
-    const layers = Array.from({ length: group.end - group.first }, (_, i) => group.first + i);
+    const layers = layersOf(group);
     const session = await this.sessions.get(`fed-group:${format}:${group.first}-${group.end}`, () => buildLayerGroupGraph(this.config, format, layers));
     const feeds = this.stepFeeds(hidden, positions, step);
     for (const l of layers) {
@@ -287,6 +289,10 @@ export class LlamaDecoder {
  * Whether `group` can run in one session: none but its first layer may drop rows, and only a
  * group of one returns taps (decoder-graph.ts). A group of one with a compact FFN cannot.
  */
+function layersOf(group: LayerGroup): number[] {
+  return Array.from({ length: group.end - group.first }, (_, i) => group.first + i);
+}
+
 function hasCompactFfn(group: LayerGroup, ffns: readonly (FfnWeights | undefined)[] | undefined): boolean {
   for (let l = group.first; l < group.end; l++) if (ffns?.[l] !== undefined) return true;
   return false;
