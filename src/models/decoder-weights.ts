@@ -108,8 +108,9 @@ const GROUP_BYTES = 128 * 1024 * 1024;
  * JavaScript side keeps only what it reads itself: the token embeddings, and the LM head when
  * it shares an fp32 table with them. A layer's weights as feeds, for the single-layer graph
  * and the group graph that take compact core-neuron FFNs (the single-layer graph also runs a
- * group's layers one by one when a policy drops tokens or reads taps inside it), are read again from the checkpoint the first time a request asks for that
- * layer (int4 models use int8 copies: MatMulNBits is ~60x slower on a weight fed as an input).
+ * group's layers one by one when a policy drops tokens or reads taps inside it), are read again
+ * from the checkpoint the first time a request asks for that layer (int4 models use int8
+ * copies: MatMulNBits is ~60x slower on a weight fed as an input).
  */
 export class DecoderWeights {
   private readonly feeds = new Map<number, LayerWeights>();
