@@ -88,6 +88,17 @@ test('tokens declared only in tokenizer_config.json are added the way transforme
   assert.equal(tok.tokenId('<image>'), 32001);
 });
 
+test('word-level tokenizer (the shipped model): a word outside the vocabulary is its unknown token', () => {
+  const dir = path.join(root, 'models/default');
+  const tok = TextTokenizer.load(dir);
+  assert.deepEqual(tok.encode('What is shown in this image?'), [1, 15, 18, 3, 32, 35, 33, 9]);
+  // Without an unknown token such a word has no id: a clear error, as the tokenizers library gives.
+  const json = JSON.parse(fs.readFileSync(path.join(dir, 'tokenizer.json'), 'utf8')) as { model: Record<string, unknown> };
+  delete json.model.unk_token;
+  const noUnknown = folderWith({ 'tokenizer.json': json });
+  throwsWith(() => TextTokenizer.load(noUnknown).encode('What is shown?'), 'tokenizer.json', '"shown", which is not in the tokenizer\'s vocabulary');
+});
+
 test('tokenizer errors name the file', () => {
   const empty = folderWith();
   throwsWith(() => TextTokenizer.load(empty), empty, 'tokenizer.json not found');

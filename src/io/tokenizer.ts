@@ -109,9 +109,13 @@ export class TextTokenizer {
     const cleanUp =
       cfg.clean_up_tokenization_spaces === true &&
       (model.type !== 'BPE' || cfg.clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output === true);
+    // @huggingface/tokenizers reads a WordLevel model's unknown token from this second argument,
+    // not from the model (where the tokenizers library and transformers read it): without it,
+    // words outside the vocabulary came back as no id at all.
+    const unknown = typeof model.unk_token === 'string' ? { unk_token: model.unk_token } : {};
     let tokenizer: Tokenizer;
     try {
-      tokenizer = new Tokenizer({ ...json, added_tokens: added }, { clean_up_tokenization_spaces: cleanUp });
+      tokenizer = new Tokenizer({ ...json, added_tokens: added }, { clean_up_tokenization_spaces: cleanUp, ...unknown });
     } catch (err) {
       throw new CorematchingError(`unsupported tokenizer: ${(err as Error).message}`, file);
     }
@@ -132,7 +136,13 @@ export class TextTokenizer {
 
   /** Ids as transformers' tokenizer(text) gives them; the post-processor adds BOS/EOS when asked. */
   encode(text: string, addSpecialTokens = true): number[] {
-    return this.guarded('encode text', () => this.tokenizer.encode(text, { add_special_tokens: addSpecialTokens }).ids);
+    const { ids, tokens } = this.guarded('encode text', () => this.tokenizer.encode(text, { add_special_tokens: addSpecialTokens }));
+    const missing = ids.findIndex((id: number | undefined) => !Number.isInteger(id));
+    if (missing >= 0) {
+      // The tokenizers library refuses such text too ("Missing [UNK] token from the vocabulary").
+      throw new CorematchingError(`the text has ${JSON.stringify(tokens[missing])}, which is not in the tokenizer's vocabulary, and the tokenizer has no unknown token to stand for it`, path.join(this.dir, 'tokenizer.json'));
+    }
+    return ids;
   }
 
   /** Ids with no token (the model's vocab can be padded past the tokenizer's) decode to nothing. */
