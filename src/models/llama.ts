@@ -285,10 +285,6 @@ export class LlamaDecoder {
   }
 }
 
-/**
- * Whether `group` can run in one session: none but its first layer may drop rows, and only a
- * group of one returns taps (decoder-graph.ts). A group of one with a compact FFN cannot.
- */
 function layersOf(group: LayerGroup): number[] {
   return Array.from({ length: group.end - group.first }, (_, i) => group.first + i);
 }
@@ -298,6 +294,10 @@ function hasCompactFfn(group: LayerGroup, ffns: readonly (FfnWeights | undefined
   return false;
 }
 
+/**
+ * Whether `group` can run in one session: none but its first layer may drop rows, and only a
+ * group of one returns taps (decoder-graph.ts). A group of one with a compact FFN cannot.
+ */
 function wholeGroup(group: LayerGroup, hooks: LayerHooks | undefined, ffns?: readonly (FfnWeights | undefined)[]): boolean {
   const single = group.end - group.first === 1;
   if (single && hasCompactFfn(group, ffns)) return false;
