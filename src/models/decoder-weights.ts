@@ -12,7 +12,7 @@ import { buildLayerGroupGraph, buildLmHeadGraph } from './decoder-graph.js';
 import { emptyInt4, emptyInt8, quantizeInt4Rows, quantizeLinearRows, quantizeRowsInto } from './quantize.js';
 import { collectGarbage } from '../util/collect-garbage.js';
 import { ReusableBuffers } from '../util/reusable-buffers.js';
-import { forEachRowSlice, linearFeeds, optionalWeight, readLinear, weight, type WeightSource } from './weights.js';
+import { forEachRowSlice, linearFeeds, optionalWeight, readLinear, tensorBytes, weight, type WeightSource } from './weights.js';
 
 /** One layer's feeds, by graph input name. */
 export type LayerWeights = Record<string, ort.Tensor>;
@@ -154,7 +154,7 @@ export class DecoderWeights {
     };
     for (let l = 0; l < c.numHiddenLayers; l++) {
       const feeds = loadLayer(source, `${prefix}layers.${l}.`, c, format, scratch);
-      const bytes = Object.values(feeds).reduce((sum, t) => sum + (t.data as ArrayBufferView).byteLength, 0);
+      const bytes = tensorBytes(feeds);
       if (l > pending.first && (pending.bytes + bytes > GROUP_BYTES || layerBreaks.includes(l))) await bake(l);
       for (const [name, t] of Object.entries(feeds)) pending.feeds[`l${l}.${name}`] = t;
       pending.bytes += bytes;

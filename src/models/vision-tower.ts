@@ -10,7 +10,7 @@ import { GraphSession, tensor, type RuntimeOptions } from '../graph/session.js';
 import { CorematchingError } from '../io/errors.js';
 import type { VisionConfig } from '../io/model-config.js';
 import { collectGarbage } from '../util/collect-garbage.js';
-import { linearFeeds, readLinear, weight, type WeightSource } from './weights.js';
+import { linearFeeds, readLinear, tensorBytes, weight, type WeightSource } from './weights.js';
 
 type Weights = Record<string, ort.Tensor>;
 
@@ -104,8 +104,6 @@ interface LayerGroup {
   feeds?: Weights;
 }
 
-const bytesOf = (weights: Weights) => Object.values(weights).reduce((n, t) => n + (t.data as ArrayBufferView).byteLength, 0);
-
 /**
  * Quantized, the encoder's layers run in a few sessions of consecutive layers with their
  * weights baked in, each with a memory arena: ONNX Runtime pre-packs baked weights and reuses
@@ -186,7 +184,7 @@ export class VisionTower {
       if (fed !== undefined) {
         groups.push({ first: l, last: l + 1, session: fed, feeds: lw });
       } else {
-        if (l > first && bytesOf(pending) + bytesOf(lw) > groupBytes) await flush(l);
+        if (l > first && tensorBytes(pending) + tensorBytes(lw) > groupBytes) await flush(l);
         Object.assign(pending, lw);
       }
       onLayer?.();

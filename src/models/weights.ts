@@ -75,6 +75,11 @@ export function forEachRowSlice(source: WeightSource, name: string, rows: number
   }
 }
 
+/** Bytes the tensors' data take: how much a session baking them would hold. */
+export function tensorBytes(tensors: Readonly<Record<string, ort.Tensor>>): number {
+  return Object.values(tensors).reduce((n, t) => n + (t.data as ArrayBufferView).byteLength, 0);
+}
+
 /** Reads a tensor as an ORT tensor of the given shape. */
 export function weight(source: WeightSource, name: string, shape: number[]): ort.Tensor {
   return tensor(source.read(name, shape), shape);
