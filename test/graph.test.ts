@@ -80,3 +80,15 @@ test('the session cache builds a graph once per key', async () => {
   assert.deepEqual(Array.from((await a.runFloat({ x: tensor(Float32Array.from([3, 4]), [2]) }, ['y']))[0]!), [3, 4]);
   await cache.release();
 });
+
+test('a graph with its weights baked in computes with those weights', async () => {
+  const g = new GraphBuilder('baked');
+  // Tensors whose data lengths take 2- and 3-byte varints in the serialised model.
+  const [w, b] = [values(300 * 200, 7), values(300, 8)];
+  g.output('y', linear(g, g.input('x', [1, 200]), g.input('w', [300, 200]), g.input('b', [300])), [1, 300]);
+  const session = await sessions.get('baked', () => g.toBytes({ w: tensor(w, [300, 200]), b: tensor(b, [300]) }));
+  const x = values(200, 9);
+  const y = (await session.runFloat({ x: tensor(x, [1, 200]) }, ['y']))[0]!;
+  const expected = Float32Array.from({ length: 300 }, (_, o) => b[o]! + x.reduce((s, v, j) => s + v * w[o * 200 + j]!, 0));
+  assert.ok(maxAbsDiff(y, expected) < 1e-3, `max abs diff ${maxAbsDiff(y, expected)}`);
+});

@@ -5,6 +5,7 @@
  * initializers instead, so ONNX Runtime can pre-pack them (its 4-bit product runs ~60x slower on
  * a weight fed as an input, measured in bench/kernels.ts).
  */
+import protobuf from 'protobufjs';
 import { AttributeType, DataType, ModelProto, type ElemType } from './onnx-proto.js';
 
 /** A dimension: a fixed size or a symbolic name such as 'seq'. */
@@ -53,6 +54,11 @@ export interface BakedTensor {
   readonly dims: readonly number[];
   /** An ArrayBufferView (ort.Tensor's type also admits string arrays, which cannot be baked). */
   readonly data: unknown;
+}
+
+/** An initializer's raw data, if it has any. */
+function rawDataOf(initializer: object): Uint8Array | undefined {
+  return (initializer as { rawData?: Uint8Array }).rawData;
 }
 
 const BAKED_TYPES: Record<string, ElemType> = { float32: 'float', int8: 'int8', uint8: 'uint8' };
@@ -139,22 +145,27 @@ export class GraphBuilder {
       const { buffer, byteOffset, byteLength } = tensor.data;
       initializers.push({ name: info.name, dims: tensor.dims, dataType, rawData: new Uint8Array(buffer, byteOffset, byteLength) });
     }
-    const model = ModelProto.create({
-      irVersion: 8,
-      producerName: 'corematching',
-      opsetImport: [
-        { domain: '', version: OPSET },
-        // ONNX Runtime's contrib operators (quantized products)
-        { domain: 'com.microsoft', version: 1 },
-      ],
-      graph: {
-        name: this.name,
-        node: this.nodes,
-        input: inputs,
-        output: this.outputs,
-        initializer: initializers,
-      },
-    });
-    return ModelProto.encode(model).finish();
+    const model = (initializer: object[]) =>
+      ModelProto.create({
+        irVersion: 8,
+        producerName: 'corematching',
+        opsetImport: [
+          { domain: '', version: OPSET },
+          // ONNX Runtime's contrib operators (quantized products)
+          { domain: 'com.microsoft', version: 1 },
+        ],
+        graph: { name: this.name, node: this.nodes, input: inputs, output: this.outputs, initializer },
+      });
+    // protobufjs grows its buffer by doubling, so encoding a graph of weights held them up to four
+    // times over at once (the weights, the old buffer, the new one of twice the size). Sized up
+    // front from the graph without its data, the buffer is written once: a tensor's data adds its
+    // bytes and at most 10 bytes of lengths, the graph's own length prefix grows by at most 10, and
+    // 1 KiB covers what the writer reserves beyond what it writes (3 bytes a character for short strings).
+    const dataBytes = initializers.reduce((n, t) => n + (rawDataOf(t)?.byteLength ?? 0), 0);
+    const withoutData = initializers.map((t) => (rawDataOf(t) === undefined ? t : { ...t, rawData: new Uint8Array(0) }));
+    const size = ModelProto.encode(model(withoutData)).finish().byteLength + dataBytes + 10 * initializers.length + 10 + 1024;
+    const writer = protobuf.Writer.create();
+    writer.buf = Buffer.allocUnsafe(size);
+    return ModelProto.encode(model(initializers), writer).finish(true);
   }
 }

@@ -79,6 +79,93 @@ function loadLayer(source: WeightSource, p: string, c: TextConfig, format: Weigh
 /** The token-embedding table: fp32 rows, or int8 rows with one scale each (quantized formats). */
 type Embedding = { table: Float32Array } | { int8: Int8Array; scales: Float32Array };
 
+/**
+ * The token embeddings as int8 rows and the LM head's serialised graph with its weight in
+ * `format` (`headName` undefined: tied to the embeddings). Vocabulary-sized tables convert a
+ * slice of rows at a time.
+ */
+function quantizeEmbeddingAndHead(
+  source: WeightSource,
+  embedName: string,
+  headName: string | undefined,
+  c: TextConfig,
+  format: WeightFormat,
+  finalNorm: ort.Tensor,
+): { embedding: Embedding; headGraph: Uint8Array } {
+  const [h, vocab] = [c.hiddenSize, c.vocabSize];
+  const rows = { values: new Int8Array(vocab * h), scales: new Float32Array(vocab) };
+  const headWeight = format === 'int4' ? emptyInt4(vocab, h) : emptyInt8(vocab, h);
+  const quantizeHead = (slice: Float32Array, first: number) =>
+    format === 'int4' ? quantizeInt4Rows(slice, first, h, headWeight) : quantizeLinearRows(slice, first, h, headWeight);
+  forEachRowSlice(source, embedName, vocab, h, (slice, first) => {
+    quantizeRowsInto(slice, first, h, rows);
+    if (headName === undefined) quantizeHead(slice, first);
+  });
+  if (headName !== undefined) forEachRowSlice(source, headName, vocab, h, quantizeHead);
+  const headGraph = buildLmHeadGraph(c, format, { lm_w: headWeight.values, lm_w_scale: headWeight.scales, norm: finalNorm });
+  return { embedding: { int8: rows.values, scales: rows.scales }, headGraph };
+}
+
+/** The token embeddings, and the LM head's session with its weight baked in unless it shares an fp32 table with them. */
+async function loadEmbeddingAndHead(
+  source: WeightSource,
+  prefix: string,
+  lmHeadName: string,
+  c: TextConfig,
+  format: WeightFormat,
+  runtime: RuntimeOptions,
+): Promise<{ embedding: Embedding; head: GraphSession; lmHead: LayerWeights }> {
+  const [h, vocab] = [c.hiddenSize, c.vocabSize];
+  const finalNorm = weight(source, `${prefix}norm.weight`, [h]);
+  const embedName = `${prefix}embed_tokens.weight`;
+  const tied = c.tieWordEmbeddings && !source.has(lmHeadName);
+  if (format === 'fp32') {
+    const table = source.read(embedName, [vocab, h]);
+    // A tied fp32 table serves both; baking it would hold it twice.
+    const headFeeds = linearFeeds('lm_w', tied ? table : source.read(lmHeadName, [vocab, h]), vocab, h, format);
+    const head = await GraphSession.create(buildLmHeadGraph(c, format, tied ? {} : { ...headFeeds, norm: finalNorm }), runtime);
+    return { embedding: { table }, head, lmHead: tied ? { ...headFeeds, norm: finalNorm } : {} };
+  }
+  const quantized = quantizeEmbeddingAndHead(source, embedName, tied ? undefined : lmHeadName, c, format, finalNorm);
+  // The head's quantized feeds are garbage once serialised: free them before ONNX Runtime copies the graph.
+  collectGarbage();
+  return { embedding: quantized.embedding, head: await GraphSession.create(quantized.headGraph, runtime), lmHead: {} };
+}
+
+/** The decoder layers, baked into layer groups of consecutive layers (see LayerGroup). */
+async function loadLayerGroups(
+  source: WeightSource,
+  prefix: string,
+  c: TextConfig,
+  format: WeightFormat,
+  runtime: RuntimeOptions,
+  onLayer: (() => void) | undefined,
+  layerBreaks: readonly number[],
+): Promise<LayerGroup[]> {
+  const groups: LayerGroup[] = [];
+  const scratch = new ReusableBuffers();
+  let pending: { first: number; feeds: LayerWeights; bytes: number } = { first: 0, feeds: {}, bytes: 0 };
+  const bake = async (end: number) => {
+    const { first } = pending;
+    const layers = Array.from({ length: end - first }, (_, i) => first + i);
+    const graph = buildLayerGroupGraph(c, format, layers, pending.feeds);
+    // The serialised graph holds the weights now: let the feeds go before ONNX Runtime copies them again.
+    pending = { first: end, feeds: {}, bytes: 0 };
+    collectGarbage();
+    groups.push({ first, end, session: await GraphSession.create(graph, runtime) });
+    layers.forEach(() => onLayer?.());
+  };
+  for (let l = 0; l < c.numHiddenLayers; l++) {
+    const feeds = loadLayer(source, `${prefix}layers.${l}.`, c, format, scratch);
+    const bytes = tensorBytes(feeds);
+    if (l > pending.first && (pending.bytes + bytes > GROUP_BYTES || layerBreaks.includes(l))) await bake(l);
+    for (const [name, t] of Object.entries(feeds)) pending.feeds[`l${l}.${name}`] = t;
+    pending.bytes += bytes;
+  }
+  await bake(c.numHiddenLayers);
+  return groups;
+}
+
 /** Reopens the checkpoint the decoder was loaded from (for weights read after loading). */
 export type SourceOpener = () => WeightSource & { close(): void };
 
@@ -139,56 +226,11 @@ export class DecoderWeights {
     onLayer?: () => void,
     layerBreaks: readonly number[] = [],
   ): Promise<DecoderWeights> {
-    const groups: LayerGroup[] = [];
-    const scratch = new ReusableBuffers();
-    let pending: { first: number; feeds: LayerWeights; bytes: number } = { first: 0, feeds: {}, bytes: 0 };
-    const bake = async (end: number) => {
-      const { first } = pending;
-      const layers = Array.from({ length: end - first }, (_, i) => first + i);
-      const graph = buildLayerGroupGraph(c, format, layers, pending.feeds);
-      // The serialised graph holds the weights now: let the feeds go before ONNX Runtime copies them again.
-      pending = { first: end, feeds: {}, bytes: 0 };
-      collectGarbage();
-      groups.push({ first, end, session: await GraphSession.create(graph, runtime) });
-      layers.forEach(() => onLayer?.());
-    };
-    for (let l = 0; l < c.numHiddenLayers; l++) {
-      const feeds = loadLayer(source, `${prefix}layers.${l}.`, c, format, scratch);
-      const bytes = tensorBytes(feeds);
-      if (l > pending.first && (pending.bytes + bytes > GROUP_BYTES || layerBreaks.includes(l))) await bake(l);
-      for (const [name, t] of Object.entries(feeds)) pending.feeds[`l${l}.${name}`] = t;
-      pending.bytes += bytes;
-    }
-    await bake(c.numHiddenLayers);
-    const [h, vocab] = [c.hiddenSize, c.vocabSize];
-    const finalNorm = weight(source, `${prefix}norm.weight`, [h]);
-    const embedName = `${prefix}embed_tokens.weight`;
-    const tied = c.tieWordEmbeddings && !source.has(lmHeadName);
-    let embedding: Embedding;
-    let lmHead: LayerWeights = {};
-    let head: GraphSession;
-    if (format === 'fp32') {
-      const table = source.read(embedName, [vocab, h]);
-      embedding = { table };
-      // A tied fp32 table serves both; baking it would hold it twice.
-      const headFeeds = linearFeeds('lm_w', tied ? table : source.read(lmHeadName, [vocab, h]), vocab, h, format);
-      if (tied) lmHead = { ...headFeeds, norm: finalNorm };
-      head = await GraphSession.create(buildLmHeadGraph(c, format, tied ? {} : { ...headFeeds, norm: finalNorm }), runtime);
-    } else {
-      // Vocabulary-sized tables convert a slice of rows at a time.
-      const rows = { values: new Int8Array(vocab * h), scales: new Float32Array(vocab) };
-      const headWeight = format === 'int4' ? emptyInt4(vocab, h) : emptyInt8(vocab, h);
-      const quantizeHead = (slice: Float32Array, first: number) =>
-        format === 'int4' ? quantizeInt4Rows(slice, first, h, headWeight) : quantizeLinearRows(slice, first, h, headWeight);
-      forEachRowSlice(source, embedName, vocab, h, (slice, first) => {
-        quantizeRowsInto(slice, first, h, rows);
-        if (tied) quantizeHead(slice, first);
-      });
-      if (!tied) forEachRowSlice(source, lmHeadName, vocab, h, quantizeHead);
-      embedding = { int8: rows.values, scales: rows.scales };
-      const headFeeds = { lm_w: headWeight.values, lm_w_scale: headWeight.scales, norm: finalNorm };
-      head = await GraphSession.create(buildLmHeadGraph(c, format, headFeeds), runtime);
-    }
+    // The vocabulary-sized tables first, while little else is held: converting them is the
+    // largest transient of a load (a 152k-row head: ~0.5 GiB at int8).
+    const { embedding, head, lmHead } = await loadEmbeddingAndHead(source, prefix, lmHeadName, c, format, runtime);
+    collectGarbage();
+    const groups = await loadLayerGroups(source, prefix, c, format, runtime, onLayer, layerBreaks);
     collectGarbage();
     const feedFormat = format === 'int4' ? 'int8' : format;
     return new DecoderWeights(c, prefix, embedding, head, lmHead, groups, feedFormat, reopen);
