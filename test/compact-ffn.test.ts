@@ -8,9 +8,9 @@ import { linearFeeds } from '../src/models/weights.js';
 const D = 6; // FFN width
 const H = 3; // hidden size
 const values = (n: number, salt: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(salt + i * 0.7));
-/** A layer's FFN feeds: [gate; up] [2D, H] and down transposed [D, H]. */
+/** A layer's FFN feeds: [gate; up] [2D, H] and down transposed [D, H] (int8: quantized from down [H, D] into that layout). */
 function layer(format: 'fp32' | 'int8', bias = false) {
-  const feeds = { ...linearFeeds('gate_up_w', values(2 * D * H, 1), 2 * D, H, format), ...linearFeeds('down_t', values(D * H, 2), H, D, format, true) };
+  const feeds = { ...linearFeeds('gate_up_w', values(2 * D * H, 1), 2 * D, H, format), ...linearFeeds('down_t', values(D * H, 2), H, D, format, format === 'fp32') };
   return bias ? { ...feeds, gate_up_b: new ort.Tensor('float32', Float32Array.from({ length: 2 * D }, (_, i) => i), [2 * D]) } : feeds;
 }
 const row = (t: ort.Tensor, r: number, width: number) => Array.from((t.data as Float32Array | Int8Array).subarray(r * width, (r + 1) * width));

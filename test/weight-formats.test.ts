@@ -15,7 +15,8 @@ import ort from 'onnxruntime-node';
 import { GraphBuilder } from '../src/graph/builder.js';
 import { weightedLinear } from '../src/graph/ops.js';
 import { GraphSession, tensor } from '../src/graph/session.js';
-import { dequantizeInt4Row, quantizeColumns, quantizeInt4, quantizeLinear, quantizeRows } from '../src/models/quantize.js';
+import { dequantizeInt4Row, quantizeInt4, quantizeLinear, quantizeRows } from '../src/models/quantize.js';
+import { quantizedLinearFeeds, type WeightSource } from '../src/models/weights.js';
 import { VisionLanguageModel } from '../src/pipeline/vision-language-model.js';
 import { fixturePath, relativeL2 } from './helpers.js';
 
@@ -35,15 +36,35 @@ describe('int8 quantization', () => {
       }
     }
   });
-  test('a matrix already in [in, out] layout quantizes to the same B', () => {
-    const transposed = Float32Array.from({ length: out * inFeatures }, (_, k) => w[(k % out) * inFeatures + Math.floor(k / out)]!);
-    const [a, b] = [quantizeLinear(w, out, inFeatures), quantizeColumns(transposed, inFeatures, out)];
-    assert.deepEqual(a.values.data, b.values.data);
-    assert.deepEqual(a.scales.data, b.scales.data);
-  });
   test('an unknown weight format is an error', async () => {
     await assert.rejects(VisionLanguageModel.load(fixturePath('models', 'clip-llama'), { weights: 'int3' as 'int8' }), /weights must be one of fp32, int8, int4, got "int3"/);
   });
+});
+
+describe('quantizing a checkpoint a slice of rows at a time', () => {
+  // Two matrices stacked row-wise (as q/k/v are), 70 inputs (int4: two whole blocks and a padded one).
+  const [rows, inFeatures] = [[5, 3], 70];
+  const matrices: Record<string, Float32Array> = {
+    a: Float32Array.from({ length: 5 * 70 }, (_, i) => Math.sin(i * 0.7) * (1 + (i % 4))),
+    b: Float32Array.from({ length: 3 * 70 }, (_, i) => Math.cos(i * 1.1) * (1 + (i % 3))),
+  };
+  const source: WeightSource = {
+    dir: 'memory',
+    has: (name) => name in matrices,
+    read: (name) => matrices[name]!.slice(),
+    readTemporary: (name) => matrices[name]!.slice(),
+    readRowsTemporary: (name, [, width], first, count) => matrices[name]!.slice(first * width, (first + count) * width),
+  };
+  const whole = new Float32Array([...matrices.a!, ...matrices.b!]);
+  for (const format of ['int8', 'int4'] as const) {
+    test(`${format}: two rows a slice gives the feeds of the whole stacked matrix`, () => {
+      const sliced = quantizedLinearFeeds('w', source, ['a', 'b'], rows, inFeatures, format, 2 * inFeatures);
+      const q = format === 'int4' ? quantizeInt4(whole, 8, inFeatures) : quantizeLinear(whole, 8, inFeatures);
+      assert.deepEqual(sliced.w!.dims, q.values.dims);
+      assert.deepEqual(sliced.w!.data, q.values.data);
+      assert.deepEqual(sliced.w_scale!.data, q.scales.data);
+    });
+  }
 });
 
 describe('int4 quantization', () => {

@@ -11,19 +11,14 @@ import type { WeightFormat } from '../graph/ops.js';
 import { buildLayerGroupGraph, buildLmHeadGraph } from './decoder-graph.js';
 import { emptyInt4, emptyInt8, quantizeInt4Rows, quantizeLinearRows, quantizeRowsInto } from './quantize.js';
 import { collectGarbage } from '../util/collect-garbage.js';
-import { ReusableBuffers } from '../util/reusable-buffers.js';
-import { forEachRowSlice, linearFeeds, optionalWeight, readLinear, tensorBytes, weight, type WeightSource } from './weights.js';
+import { forEachRowSlice, linearFeeds, optionalWeight, quantizedLinearFeeds, tensorBytes, weight, type WeightSource } from './weights.js';
 
 /** One layer's feeds, by graph input name. */
 export type LayerWeights = Record<string, ort.Tensor>;
 
-/**
- * Tensors of `rows[i]` x `width` (width 1: vectors) stacked row-wise into one [sum(rows), width]
- * matrix: a fresh one, or with `into` (a temporary kept for the quantizer) that buffer.
- */
-function stacked(source: WeightSource, names: string[], rows: number[], width = 1, into?: Float32Array): Float32Array {
-  const total = rows.reduce((a, b) => a + b, 0);
-  const out = into ?? new Float32Array(total * width);
+/** Tensors of `rows[i]` x `width` (width 1: vectors) stacked row-wise into one fresh [sum(rows), width] matrix. */
+function stacked(source: WeightSource, names: string[], rows: number[], width = 1): Float32Array {
+  const out = new Float32Array(rows.reduce((a, b) => a + b, 0) * width);
   let offset = 0;
   names.forEach((name, i) => {
     const shape = width === 1 ? [rows[i]!] : [rows[i]!, width];
@@ -33,9 +28,9 @@ function stacked(source: WeightSource, names: string[], rows: number[], width = 
   return out;
 }
 
-/** [rows, cols] row-major -> [cols, rows], in cache-sized tiles (into `into` when given). */
-export function transpose(m: Float32Array, rows: number, cols: number, into?: Float32Array): Float32Array {
-  const out = into ?? new Float32Array(m.length);
+/** [rows, cols] row-major -> [cols, rows], in cache-sized tiles. */
+export function transpose(m: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(m.length);
   const tile = 32;
   for (let r0 = 0; r0 < rows; r0 += tile) {
     for (let c0 = 0; c0 < cols; c0 += tile) {
@@ -48,15 +43,16 @@ export function transpose(m: Float32Array, rows: number, cols: number, into?: Fl
 }
 
 /**
- * One layer's feeds in `format`. Quantized formats copy every matrix, so the checkpoint's tensors
- * are read, stacked and transposed in reused buffers (`scratch`); fp32 keeps fresh arrays.
+ * One layer's feeds in `format`. fp32 keeps the checkpoint's matrices (q/k/v and gate/up stacked,
+ * down_proj transposed); quantized formats convert them a slice of rows at a time as they are
+ * read, so loading never holds a layer's matrices in fp32 (at 7B that was ~1 GB of buffers).
  */
-function loadLayer(source: WeightSource, p: string, c: TextConfig, format: WeightFormat, scratch: ReusableBuffers): LayerWeights {
+function loadLayer(source: WeightSource, p: string, c: TextConfig, format: WeightFormat): LayerWeights {
   const { hiddenSize: h, numAttentionHeads: nh, numKeyValueHeads: kvh, headDim: hd, intermediateSize: ffn } = c;
-  const temporary = (key: string, length: number) => (format === 'fp32' ? undefined : scratch.take(key, Float32Array, length));
   const qkvRows = [nh * hd, kvh * hd, kvh * hd];
   const qkvNames = (kind: string) => ['q_proj', 'k_proj', 'v_proj'].map((n) => `${p}self_attn.${n}.${kind}`);
   const gateUp = [`${p}mlp.gate_proj`, `${p}mlp.up_proj`];
+  const [oName, downName] = [`${p}self_attn.o_proj.weight`, `${p}mlp.down_proj.weight`];
   const entries: [string, ort.Tensor | undefined][] = [
     ['input_norm', weight(source, `${p}input_layernorm.weight`, [h])],
     ['qkv_b', c.qkvBias ? tensor(stacked(source, qkvNames('bias'), qkvRows), [nh * hd + 2 * kvh * hd]) : undefined],
@@ -65,14 +61,23 @@ function loadLayer(source: WeightSource, p: string, c: TextConfig, format: Weigh
     ['gate_up_b', c.mlpBias ? tensor(stacked(source, gateUp.map((n) => `${n}.bias`), [ffn, ffn]), [2 * ffn]) : undefined],
     ['down_b', optionalWeight(source, `${p}mlp.down_proj.bias`, [h], c.mlpBias)],
   ];
+  const vectors = Object.fromEntries(entries.filter((e): e is [string, ort.Tensor] => e[1] !== undefined));
+  if (format === 'fp32') {
+    return {
+      ...vectors,
+      ...linearFeeds('qkv_w', stacked(source, qkvNames('weight'), qkvRows, h), nh * hd + 2 * kvh * hd, h, format),
+      ...linearFeeds('o_w', source.read(oName, [h, nh * hd]), h, nh * hd, format),
+      ...linearFeeds('gate_up_w', stacked(source, gateUp.map((n) => `${n}.weight`), [ffn, ffn], h), 2 * ffn, h, format),
+      ...linearFeeds('down_t', transpose(source.read(downName, [h, ffn]), h, ffn), h, ffn, format, true),
+    };
+  }
+  // int8 quantizes W [out, in] to B = W^T [in, out]: down_proj's B is [ffn, h], a neuron a row, as the graph takes down_t.
   return {
-    ...Object.fromEntries(entries.filter((e): e is [string, ort.Tensor] => e[1] !== undefined)),
-    ...linearFeeds('qkv_w', stacked(source, qkvNames('weight'), qkvRows, h, temporary('qkv', (nh + 2 * kvh) * hd * h)), nh * hd + 2 * kvh * hd, h, format),
-    ...linearFeeds('o_w', readLinear(source, `${p}self_attn.o_proj.weight`, [h, nh * hd], format), h, nh * hd, format),
-    ...linearFeeds('gate_up_w', stacked(source, gateUp.map((n) => `${n}.weight`), [ffn, ffn], h, temporary('gate_up', 2 * ffn * h)), 2 * ffn, h, format),
-    ...(format === 'int4'
-      ? linearFeeds('down_t', readLinear(source, `${p}mlp.down_proj.weight`, [h, ffn], format), h, ffn, format)
-      : linearFeeds('down_t', transpose(readLinear(source, `${p}mlp.down_proj.weight`, [h, ffn], format), h, ffn, temporary('down_t', h * ffn)), h, ffn, format, true)),
+    ...vectors,
+    ...quantizedLinearFeeds('qkv_w', source, qkvNames('weight'), qkvRows, h, format),
+    ...quantizedLinearFeeds('o_w', source, [oName], [h], nh * hd, format),
+    ...quantizedLinearFeeds('gate_up_w', source, gateUp.map((n) => `${n}.weight`), [ffn, ffn], h, format),
+    ...quantizedLinearFeeds('down_t', source, [downName], [h], ffn, format),
   };
 }
 
@@ -143,7 +148,6 @@ async function loadLayerGroups(
   layerBreaks: readonly number[],
 ): Promise<LayerGroup[]> {
   const groups: LayerGroup[] = [];
-  const scratch = new ReusableBuffers();
   let pending: { first: number; feeds: LayerWeights; bytes: number } = { first: 0, feeds: {}, bytes: 0 };
   const bake = async (end: number) => {
     const { first } = pending;
@@ -156,7 +160,7 @@ async function loadLayerGroups(
     layers.forEach(() => onLayer?.());
   };
   for (let l = 0; l < c.numHiddenLayers; l++) {
-    const feeds = loadLayer(source, `${prefix}layers.${l}.`, c, format, scratch);
+    const feeds = loadLayer(source, `${prefix}layers.${l}.`, c, format);
     const bytes = tensorBytes(feeds);
     if (l > pending.first && (pending.bytes + bytes > GROUP_BYTES || layerBreaks.includes(l))) await bake(l);
     for (const [name, t] of Object.entries(feeds)) pending.feeds[`l${l}.${name}`] = t;
@@ -259,7 +263,7 @@ export class DecoderWeights {
       if (this.reopen === undefined) throw new CorematchingError('this decoder was loaded without a way to reopen its checkpoint, so it cannot run compact FFNs');
       const source = this.reopen();
       try {
-        feeds = loadLayer(source, `${this.prefix}layers.${layer}.`, this.c, this.feedFormat, new ReusableBuffers());
+        feeds = loadLayer(source, `${this.prefix}layers.${layer}.`, this.c, this.feedFormat);
       } finally {
         source.close();
       }

@@ -49,20 +49,6 @@ export function quantizeLinearRows(rows: Float32Array, first: number, inFeatures
   }
 }
 
-/**
- * Quantizes a matrix already in B layout, M [rows = in, cols = out] (e.g. down_proj transposed,
- * [ffn, hidden]), with one scale per column.
- */
-export function quantizeColumns(m: Float32Array, rows: number, cols: number): Int8Weight {
-  const max = new Float32Array(cols);
-  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) max[c] = Math.max(max[c]!, Math.abs(m[r * cols + c]!));
-  const scales = max.map((x) => (x > 0 ? x / 63 : 1));
-  const inv = scales.map((s) => 1 / s);
-  const values = new Int8Array(rows * cols);
-  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) values[r * cols + c] = Math.round(m[r * cols + c]! * inv[c]!);
-  return { values: new ort.Tensor('int8', values, [rows, cols]), scales: new ort.Tensor('float32', scales, [cols]) };
-}
-
 /** A 4-bit weight as MatMulNBits takes it. */
 export interface Int4Weight {
   /** [out, blocks, 16] uint8: two values a byte, the even input index in the low nibble. */

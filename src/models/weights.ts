@@ -6,7 +6,7 @@ import ort from 'onnxruntime-node';
 import type { WeightFormat } from '../graph/ops.js';
 import { CorematchingError } from '../io/errors.js';
 import { tensor } from '../graph/session.js';
-import { quantizeColumns, quantizeInt4, quantizeLinear } from './quantize.js';
+import { emptyInt4, emptyInt8, quantizeInt4, quantizeInt4Rows, quantizeLinear, quantizeLinearRows } from './quantize.js';
 
 export interface WeightSource {
   readonly dir: string;
@@ -67,8 +67,15 @@ const SLICE_VALUES = 16 * 1024 * 1024;
  * Calls `each(rows, first)` over a matrix [rows, width] read a slice of rows at a time, so
  * converting a vocabulary-sized table never holds it whole in fp32.
  */
-export function forEachRowSlice(source: WeightSource, name: string, rows: number, width: number, each: (slice: Float32Array, first: number) => void): void {
-  const step = Math.max(1, Math.floor(SLICE_VALUES / width));
+export function forEachRowSlice(
+  source: WeightSource,
+  name: string,
+  rows: number,
+  width: number,
+  each: (slice: Float32Array, first: number) => void,
+  sliceValues = SLICE_VALUES,
+): void {
+  const step = Math.max(1, Math.floor(sliceValues / width));
   for (let first = 0; first < rows; first += step) {
     const count = Math.min(step, rows - first);
     each(source.readRowsTemporary(name, [rows, width], first, count, 'rows'), first);
@@ -92,16 +99,44 @@ export function optionalWeight(source: WeightSource, name: string, shape: number
 
 /**
  * The feeds of one linear weight for `weightedLinear` (graph/ops.ts): fp32 W [out, in] (or, with
- * `transposed`, `w` already [in, out]), int8 B = W^T [in, out] with `${key}_scale`, or int4 W in
- * blocks with `${key}_scale` (`w` must then be [out, in]).
+ * `transposed`, `w` already [in, out], fp32 only), int8 B = W^T [in, out] with `${key}_scale`, or
+ * int4 W in blocks with `${key}_scale`.
  */
 export function linearFeeds(key: string, w: Float32Array, out: number, inFeatures: number, format: WeightFormat, transposed = false): Record<string, ort.Tensor> {
   if (format === 'fp32') return { [key]: tensor(w, transposed ? [inFeatures, out] : [out, inFeatures]) };
-  if (format === 'int4') {
-    if (transposed) throw new Error(`${key}: int4 weights are quantized from W [out, in]`);
-    const q = quantizeInt4(w, out, inFeatures);
-    return { [key]: q.values, [`${key}_scale`]: q.scales };
-  }
-  const q = transposed ? quantizeColumns(w, inFeatures, out) : quantizeLinear(w, out, inFeatures);
+  if (transposed) throw new Error(`${key}: quantized weights are made from W [out, in]`);
+  const q = format === 'int4' ? quantizeInt4(w, out, inFeatures) : quantizeLinear(w, out, inFeatures);
+  return { [key]: q.values, [`${key}_scale`]: q.scales };
+}
+
+/**
+ * The feeds `linearFeeds` would make in a quantized format from the checkpoint's matrices `names`
+ * ([rows[i], inFeatures] each) stacked row-wise, converted a slice of rows at a time as they are
+ * read: every output row quantizes on its own, so the whole matrix is never held in fp32.
+ */
+export function quantizedLinearFeeds(
+  key: string,
+  source: WeightSource,
+  names: readonly string[],
+  rows: readonly number[],
+  inFeatures: number,
+  format: 'int8' | 'int4',
+  sliceValues = SLICE_VALUES,
+): Record<string, ort.Tensor> {
+  const out = rows.reduce((a, b) => a + b, 0);
+  const q = format === 'int4' ? emptyInt4(out, inFeatures) : emptyInt8(out, inFeatures);
+  let offset = 0;
+  names.forEach((name, i) => {
+    const at = offset;
+    forEachRowSlice(
+      source,
+      name,
+      rows[i]!,
+      inFeatures,
+      (slice, first) => (format === 'int4' ? quantizeInt4Rows(slice, at + first, inFeatures, q) : quantizeLinearRows(slice, at + first, inFeatures, q)),
+      sliceValues,
+    );
+    offset += rows[i]!;
+  });
   return { [key]: q.values, [`${key}_scale`]: q.scales };
 }
