@@ -1,6 +1,5 @@
 #!/usr/bin/env node
 /** The `corematching` command. Thin: parse, call the library, print. */
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import { Command } from 'commander';
 import { CorematchingError } from '../io/errors.js';
@@ -29,30 +28,8 @@ ablateCommand(program);
 sweepNeuronsCommand(program);
 serveCommand(program);
 
-/**
- * onnxruntime-node 1.30 crashes (SIGSEGV) creating a session in a process whose command line
- * totals more than ~28.9k characters. A longer command line (a long --prompt) is handed to a child
- * process through the environment instead, so the process that runs ONNX Runtime has a short one.
- */
-const COMMAND_LINE_LIMIT = 16_000;
-const HANDED_ARGV = 'COREMATCHING_ARGV';
-
-function commandLine(): string[] {
-  const handed = process.env[HANDED_ARGV];
-  if (handed !== undefined) {
-    delete process.env[HANDED_ARGV];
-    return JSON.parse(handed) as string[];
-  }
-  if (process.argv.reduce((n, a) => n + a.length + 1, 0) <= COMMAND_LINE_LIMIT) return process.argv;
-  const child = spawnSync(process.execPath, [...process.execArgv, process.argv[1]!], {
-    stdio: 'inherit',
-    env: { ...process.env, [HANDED_ARGV]: JSON.stringify(process.argv) },
-  });
-  process.exit(child.status ?? 1);
-}
-
 try {
-  await program.parseAsync(commandLine());
+  await program.parseAsync(process.argv);
 } catch (error) {
   // Bad input is reported in one line; anything else too, with the stack only on request.
   const message = error instanceof Error ? error.message : String(error);

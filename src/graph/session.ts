@@ -35,9 +35,9 @@ export class GraphSession {
   private constructor(private readonly session: ort.InferenceSession) {}
 
   static async create(model: Uint8Array, options: RuntimeOptions = {}, memory: MemoryOptions = {}): Promise<GraphSession> {
-    // ONNX Runtime 1.30 on Linux otherwise logs usage events to ~/.cache/Microsoft/DeveloperTools
-    // (and may upload them) and leaves an empty /tmp/mat-debug-<pid>.log; it reads this variable
-    // when its environment is made, at the first session. A user's own setting wins.
+    // ONNX Runtime on Linux otherwise logs usage events to ~/.cache/Microsoft/DeveloperTools (and
+    // may upload them; 1.30 and 1.31 both do); it reads this variable when its environment is made,
+    // at the first session. A user's own setting wins.
     process.env.ORT_DISABLE_TELEMETRY ??= '1';
     const session = await ort.InferenceSession.create(model, {
       executionProviders: ['cpu'],
