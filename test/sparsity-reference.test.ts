@@ -26,6 +26,9 @@ interface RunReference {
   keptImageTokens: number[];
   imageScores?: number[];
   scoreMargin?: number;
+  /** pool: the reference's greedy tokens after pooling, and each step's top-1 - top-2 logit. */
+  greedyTokens?: number[];
+  greedyMargins?: number[];
   layers: Record<string, LayerReference>;
 }
 interface SparsityFixture {
@@ -101,6 +104,15 @@ for (const modelName of [...new Set(fixtures.map((f) => f.fx.model))]) {
         for (const [r, run] of fx.runs.entries()) {
           const where = `${file} run ${r} ${run.policy} ${JSON.stringify(run.options)}`;
           const policy = createPolicy(run.policy, { ...run.options, reportNeuronIndices: true }, fx.numLayers);
+          if (run.policy === 'pool') {
+            // Pooling changes the image rows themselves: the greedy tokens that follow are the check.
+            const pooled = await vlm.generate({ image, prompt: fx.rawPrompt ? fx.prompt : fx.question!, rawPrompt: fx.rawPrompt, maxNewTokens: 4, ignoreEos: true, policy });
+            assert.deepEqual(pooled.sparsity.keptImageTokens, run.keptImageTokens, `${where}: kept image tokens`);
+            assert.ok(run.greedyMargins!.every((m) => m > 1e-3), `${where}: the reference's greedy margins ${run.greedyMargins} are too small to compare`);
+            assert.deepEqual(pooled.tokens, run.greedyTokens, `${where}: greedy tokens after pooling`);
+            compared++;
+            continue;
+          }
           const result = await vlm.generate({
             image,
             prompt: fx.rawPrompt ? fx.prompt : fx.question!,

@@ -79,7 +79,7 @@ export function sweepTable(rows: SweepRow[], types: string[], f1Types: string[] 
   };
   const body = rows.map(({ label, budget, report: r }) =>
     r === null
-      ? `| ${label} | ${budget} | n/a (random needs a count) |${' |'.repeat(6 + types.length)}`
+      ? `| ${label} | ${budget} | n/a (needs a count, no scores) |${' |'.repeat(6 + types.length)}`
       : `| ${label} | ${budget} | ${pct(r.accuracy)} | ${pct(r.f1)} | ${types.map((t) => cell(r, t)).join(' | ')} | ${r.meanKeptImageTokens.toFixed(1)} | ${(r.meanFlops.prefill / 1e9).toFixed(3)} | ${(r.meanFlops.decodeStep / 1e9).toFixed(4)} | ${(1000 * r.meanSeconds).toFixed(0)} | ${r.decodeTokensPerSecond.toFixed(1)} |`,
   );
   return [head, rule, ...body].join('\n');
@@ -116,7 +116,7 @@ export function evalCommand(program: Command): void {
     if (o.policies.includes('dense')) await run('dense', '-', 'dense', {});
     for (const p of o.policies.filter((name) => name !== 'dense')) {
       for (const { label, budget } of o.budgets) {
-        if (p === 'random' && budget === 'knee') {
+        if ((p === 'random' || p === 'pool') && budget === 'knee') {
           rows.push({ label: p, budget: label, report: null });
           continue;
         }

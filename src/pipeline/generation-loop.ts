@@ -83,6 +83,7 @@ export async function generateTokens(input: LoopInput): Promise<LoopOutput> {
   const t0 = performance.now();
   const embedded = decoder.embed(input.promptIds);
   embedded.set(input.imageFeatures, input.imageStart * c.hiddenSize);
+  policy.mergeImageFeatures?.(embedded.subarray(input.imageStart * c.hiddenSize, (input.imageStart + input.imageTokens) * c.hiddenSize), c.hiddenSize);
   const positions = input.promptIds.map((_, i) => i);
   const prefill = await decoder.forward(embedded, positions, cache, { hooks: policyHooks(policy, cache, c) });
   let token = sampler.next(prefill.logits);

@@ -4,10 +4,11 @@ import { DensePolicy, type SparsityPolicy } from './policy.js';
 import { CoreMatchingPolicy } from './corematching.js';
 import { FastVPolicy } from './fastv.js';
 import { ProjectionPolicy } from './projection.js';
+import { PoolPolicy } from './pool.js';
 import { RandomPolicy } from './random.js';
 import { checkLayers, resolvePolicyOptions, type OptionSpelling, type PolicyOptions } from './options.js';
 
-export const POLICY_NAMES = ['dense', 'corematching', 'corematching-tokens', 'corematching-neurons', 'fastv', 'projection', 'random'] as const;
+export const POLICY_NAMES = ['dense', 'corematching', 'corematching-tokens', 'corematching-neurons', 'fastv', 'projection', 'random', 'pool'] as const;
 export type PolicyName = (typeof POLICY_NAMES)[number];
 
 export function isPolicyName(name: string): name is PolicyName {
@@ -42,5 +43,7 @@ export function createPolicy(name: string, options: Partial<PolicyOptions> = {},
       return new ProjectionPolicy(resolved);
     case 'random':
       return new RandomPolicy(resolved);
+    case 'pool':
+      return new PoolPolicy(resolved);
   }
 }

@@ -5,7 +5,7 @@
  * dense inference is the policy that does nothing, so dense and sparse runs share every line of
  * the loop.
  *
- * Order within one request: begin(), then for each decoder layer of the prefill selectTokens(l),
+ * Order within one request: begin(), mergeImageFeatures() if the policy has it, then for each decoder layer of the prefill selectTokens(l),
  * prefillTaps(l), and after the layer ran afterAttention / afterFfn for the taps it asked for;
  * then decodeNeurons(l) for every layer, once; report() at the end. The decoder runs groups of
  * consecutive layers in one session: it asks selectTokens and prefillTaps of a group's layers
@@ -79,6 +79,11 @@ export interface SparsityPolicy {
   prefillTaps(layer: number): PrefillTaps;
   afterFfn(layer: number, tap: FfnTap): void;
   afterAttention(layer: number, tap: AttentionTap): void;
+  /**
+   * Before prefill, for policies that merge image tokens instead of only choosing among them
+   * (pool): rewrites the prompt's image-token rows ([imageTokens, hiddenSize], grid order) in place.
+   */
+  mergeImageFeatures?(features: Float32Array, hiddenSize: number): void;
   /** Before `layer` runs in prefill: which of the current tokens to keep (ascending), or null for all. */
   selectTokens(layer: number): number[] | null;
   /** Whether selectTokens(layer) may keep fewer than all tokens; known after begin(), before any layer runs. */
