@@ -85,6 +85,12 @@ test('eval --sweep runs the listed policies and budgets and writes the table wit
   const json = JSON.parse(fs.readFileSync(`${out}.json`, 'utf8')) as { rows: { report: { meanKeptImageTokens: number } | null }[] };
   assert.equal(json.rows[2]!.report!.meanKeptImageTokens, 8);
   assert.equal(json.rows[3]!.report!.meanKeptImageTokens, 16);
+  // Without --out nothing is written, wherever it runs: the table goes to stdout.
+  const cwd = tempDir('cm-sweep-cwd-');
+  const plain = spawnSync(process.execPath, [cli, 'eval', '--model', fixturePath('models', 'clip-llama'), '--data', dir, '--sweep', '--policies', 'dense', '--limit', '1'], { encoding: 'utf8', cwd });
+  assert.equal(plain.status, 0, plain.stderr);
+  assert.match(plain.stdout, /^# Accuracy of every policy and budget/);
+  assert.deepEqual(fs.readdirSync(cwd), []);
   const bad = spawnSync(process.execPath, [cli, 'eval', '--data', dir, '--sweep', '--budgets', '16,150%'], { encoding: 'utf8' });
   assert.equal(bad.status, 1);
   assert.match(bad.stderr, /--budgets must list knee, counts >= 1 or percentages in \(0%, 100%\), got "150%"/);

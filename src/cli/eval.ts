@@ -17,7 +17,7 @@ interface EvalOptions extends PolicyFlags, ModelFlags {
   sweep?: boolean;
   policies: PolicyName[];
   budgets: SweepBudget[];
-  out: string;
+  out?: string;
 }
 
 const DEFAULT_SWEEP_POLICIES = 'dense,corematching,corematching-tokens,fastv,projection,random';
@@ -90,10 +90,10 @@ export function evalCommand(program: Command): void {
     .requiredOption('--data <dir>', 'folder with questions.jsonl and its images (see scripts/scenes.py)')
     .option('--limit <n>', 'only the first n questions', positiveInt)
     .option('--json', 'print the report as JSON')
-    .option('--sweep', 'run every policy x budget (dense once), and write a markdown table and JSON')
+    .option('--sweep', 'run every policy x budget (dense once) and print a markdown table (with --out, also write it and JSON)')
     .option('--policies <list>', `with --sweep: the policies (default ${DEFAULT_SWEEP_POLICIES})`, policyList, policyList(DEFAULT_SWEEP_POLICIES))
     .option('--budgets <list>', `with --sweep: knee, counts and percentages (default ${DEFAULT_SWEEP_BUDGETS})`, budgetList, budgetList(DEFAULT_SWEEP_BUDGETS))
-    .option('--out <prefix>', 'with --sweep: output files without extension', 'docs/eval-sweep');
+    .option('--out <prefix>', 'with --sweep: write PREFIX.md and PREFIX.json (nothing is written without it)');
   addPolicyFlags(command).action(async (o: EvalOptions) => {
     const { policy, policyOptions } = policyFromFlags(o);
     let items = readEvalSet(o.data);
@@ -127,6 +127,10 @@ export function evalCommand(program: Command): void {
     const f1Types = types.filter((t) => items.some((i) => i.type === t && i.answer.trim().includes(' ')));
     const commandLine = `corematching ${process.argv.slice(2).join(' ')}`;
     const markdown = `# Accuracy of every policy and budget\n\nMade by \`${commandLine}\` on ${items.length} questions (${new Date().toISOString().slice(0, 10)}). Accuracy in %, exact match${f1Types.length > 0 ? '; in brackets the token-level F1 of types whose answers have several words' : ''}; FLOPs are means per question; decode tokens/s counts the tokens after the first.\n\n${sweepTable(rows, types, f1Types)}\n`;
+    if (o.out === undefined) {
+      process.stdout.write(markdown);
+      return;
+    }
     fs.mkdirSync(path.dirname(o.out), { recursive: true });
     fs.writeFileSync(`${o.out}.md`, markdown);
     fs.writeFileSync(`${o.out}.json`, `${JSON.stringify({ command: commandLine, questions: items.length, rows }, null, 2)}\n`);
