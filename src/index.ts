@@ -12,6 +12,7 @@ export { DEFAULT_POLICY_OPTIONS, type PolicyOptions } from './sparsity/options.j
 export type { AttentionTap, FfnTap, PrefillContext, PrefillTaps, SparsityPolicy, SparsityReport } from './sparsity/policy.js';
 export { TokenSelectionPolicy } from './sparsity/token-selection.js';
 export { CorematchingError } from './io/errors.js';
+export { defaultModelDir } from './io/default-model.js';
 export { decodeImage, type RgbImage } from './io/image.js';
 export { readEvalSet, type EvalItem } from './io/eval-set.js';
 export type { LlavaConfig } from './io/model-config.js';

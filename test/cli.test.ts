@@ -61,6 +61,37 @@ for (const [name, args, pattern] of errors) {
   });
 }
 
+const parserErrors: [string, string[], RegExp][] = [
+  ['missing --image', ['--model', model, '--prompt', 'x'], /--image/],
+  ['negative --max-new-tokens', ['--model', model, '--image', photo, '--prompt', 'x', '--max-new-tokens', '-5'], /max-new-tokens.*positive integer/],
+  ['--threads 0', ['--model', model, '--image', photo, '--prompt', 'x', '--threads', '0'], /threads.*positive integer/],
+  ['negative --temperature', ['--model', model, '--image', photo, '--prompt', 'x', '--temperature', '-1'], /temperature.*positive number/],
+];
+for (const [name, args, pattern] of parserErrors) {
+  test(`an argument error is one line and a hint, not the whole help: ${name}`, () => {
+    const r = run(...args);
+    assert.equal(r.status, 1);
+    const lines = r.stderr.trim().split('\n');
+    assert.match(lines[0]!, pattern);
+    assert.ok(lines.length <= 2, `${lines.length} lines:\n${r.stderr}`);
+    assert.match(r.stderr, /--help/);
+    assert.doesNotMatch(r.stderr, /Options:/);
+  });
+}
+
+test('an <image> typed into a templated question is refused, saying the template adds its own', () => {
+  const r = run('--model', model, '--image', photo, '--prompt', 'What is this? <image>');
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /the question contains 1 <image> placeholder, and the chat template adds the image's own.*--raw-prompt/);
+});
+
+test('serve --port out of range names --port', () => {
+  const r = spawnSync(process.execPath, [cli, 'serve', '--model', model, '--port', '99999'], { encoding: 'utf8', timeout: 20_000 });
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /--port.*99999.*0 to 65535/);
+  assert.ok(r.stderr.trim().split('\n').length <= 2, r.stderr);
+});
+
 test('a prompt longer than the context is refused', () => {
   const dir = tempDir('cm-ctx-');
   fs.cpSync(model, dir, { recursive: true });

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { after, before, describe, test } from 'node:test';
-import { defaultModelDir } from '../src/cli/default-model.js';
+import { defaultModelDir } from '../src/io/default-model.js';
 import { decodeImage, type RgbImage } from '../src/io/image.js';
 import { VisionLanguageModel } from '../src/pipeline/vision-language-model.js';
 import { fixturePath, relativeL2 } from './helpers.js';

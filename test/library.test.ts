@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { CorematchingError, POLICY_NAMES, VisionLanguageModel } from '../src/index.js';
+import { CorematchingError, defaultModelDir, POLICY_NAMES, VisionLanguageModel } from '../src/index.js';
 import { fixturePath, tempDir } from './helpers.js';
 
 test('load once, generate many times, stream text', async () => {
@@ -33,4 +33,14 @@ test("the checkpoint's generation_config.json sampling settings apply unless the
   assert.deepEqual((await b.generate({ ...ask, sampling: { doSample: false } })).tokens, greedy.tokens, 'the call turns sampling off');
   assert.notDeepEqual(explicit.tokens, greedy.tokens);
   await Promise.all([a.release(), b.release()]);
+});
+
+test('load() without a folder is the shipped model; a wrong argument is a CorematchingError', async () => {
+  const vlm = await VisionLanguageModel.load(undefined, { threads: 1 });
+  assert.equal(path.resolve(vlm.config.dir), path.resolve(defaultModelDir()));
+  assert.equal(path.basename(defaultModelDir()), 'default');
+  await vlm.release();
+  for (const bad of ['', 42, null]) {
+    await assert.rejects(VisionLanguageModel.load(bad as unknown as string), (err: Error) => err instanceof CorematchingError && /checkpoint folder path/.test(err.message));
+  }
 });

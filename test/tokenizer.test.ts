@@ -104,6 +104,10 @@ test('tokenizer errors name the file', () => {
   throwsWith(() => TextTokenizer.load(empty), empty, 'tokenizer.json not found');
   throwsWith(() => TextTokenizer.load(folderWith({ 'tokenizer.json': '{"model": ' })), 'tokenizer.json', 'invalid JSON');
   throwsWith(() => TextTokenizer.load(folderWith({ 'tokenizer.json': { version: '1.0' } })), 'tokenizer.json', 'model.type is missing');
+  for (const vocab of [{}, [], undefined]) {
+    const model = { type: 'WordLevel', unk_token: '<unk>', ...(vocab === undefined ? {} : { vocab }) };
+    throwsWith(() => TextTokenizer.load(folderWith({ 'tokenizer.json': { version: '1.0', model } })), 'tokenizer.json', vocab === undefined ? 'model.vocab is missing' : 'model.vocab is empty');
+  }
   const badConfig = folderWith({ 'tokenizer_config.json': '[' });
   fs.copyFileSync(path.join(QWEN3, 'tokenizer.json'), path.join(badConfig, 'tokenizer.json'));
   throwsWith(() => TextTokenizer.load(badConfig), 'tokenizer_config.json', 'invalid JSON');

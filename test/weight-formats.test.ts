@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, test } from 'node:test';
-import { defaultModelDir } from '../src/cli/default-model.js';
+import { defaultModelDir } from '../src/io/default-model.js';
 import { decodeImage } from '../src/io/image.js';
 import { SafetensorsFile } from '../src/io/safetensors.js';
 import ort from 'onnxruntime-node';

@@ -8,7 +8,7 @@ import { loadLlavaConfig } from '../io/config.js';
 import { CorematchingError } from '../io/errors.js';
 import { heatMap, lineChart, svgToPng } from '../report/charts.js';
 import { htmlReport, markdownTable, type ReportSection } from '../report/html-report.js';
-import { defaultModelDir } from './default-model.js';
+import { defaultModelDir } from '../io/default-model.js';
 import { nonNegativeInt, positiveInt } from './options.js';
 
 interface OrthogonalityFlags {

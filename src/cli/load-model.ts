@@ -3,7 +3,7 @@ import { Presets, SingleBar } from 'cli-progress';
 import { Option, type Command } from 'commander';
 import type { WeightFormat } from '../graph/ops.js';
 import { VisionLanguageModel, WEIGHT_FORMATS } from '../pipeline/vision-language-model.js';
-import { defaultModelDir } from './default-model.js';
+import { defaultModelDir } from '../io/default-model.js';
 import { positiveInt } from './options.js';
 
 export interface ModelFlags {

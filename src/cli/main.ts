@@ -18,7 +18,7 @@ const program = new Command()
   .name('corematching')
   .description('Run LLaVA-family vision-language models from Hugging Face checkpoint folders on CPU.')
   .version(version)
-  .showHelpAfterError();
+  .showHelpAfterError("(add --help for the command's options)");
 
 runCommand(program);
 evalCommand(program);

@@ -5,9 +5,9 @@ import type { Command } from 'commander';
 import { CorematchingError } from '../io/errors.js';
 import { VisionLanguageModel } from '../pipeline/vision-language-model.js';
 import { CorematchingServer } from '../server/server.js';
-import { defaultModelDir } from './default-model.js';
+import { defaultModelDir } from '../io/default-model.js';
 import { addModelFlags, type ModelFlags } from './load-model.js';
-import { nonNegativeInt, positiveInt, positiveNumber } from './options.js';
+import { port, positiveInt, positiveNumber } from './options.js';
 import { addPolicyFlags, policyFromFlags, type PolicyFlags } from './policy-flags.js';
 
 interface ServeFlags extends ModelFlags, PolicyFlags {
@@ -26,7 +26,7 @@ interface ServeFlags extends ModelFlags, PolicyFlags {
 export function serveCommand(program: Command): void {
   const command = addModelFlags(program.command('serve').description('Serve the model over an OpenAI-compatible HTTP API, with a chat page at /.'), 'checkpoint folder (default: the shipped model)')
     .option('--host <address>', 'address to listen on (loopback unless told otherwise)', '127.0.0.1')
-    .option('--port <n>', 'port (0: any free one)', nonNegativeInt, 8080)
+    .option('--port <n>', 'port (0: any free one)', port, 8080)
     .option('--api-key <key>', 'require "Authorization: Bearer <key>" on every /v1 request')
     .option('--allow-files <dir>', 'let image_url name local files, confined to this folder')
     .option('--max-body-mb <n>', 'largest request body (and image) in MiB', positiveNumber, 20)

@@ -102,6 +102,11 @@ export class TextTokenizer {
     if (typeof model !== 'object' || model === null || typeof model.type !== 'string') {
       throw new CorematchingError('model.type is missing; expected a tokenizers serialisation with a model', file);
     }
+    const vocab = model.vocab as unknown;
+    const entries = Array.isArray(vocab) ? vocab.length : typeof vocab === 'object' && vocab !== null ? Object.keys(vocab).length : 0;
+    if (entries === 0) {
+      throw new CorematchingError(`model.vocab is ${vocab === undefined ? 'missing' : 'empty'}; a ${model.type} tokenizer needs its vocabulary`, file);
+    }
     const cfg = readTokenizerConfig(abs);
     checkAddedTokens(json.added_tokens, file);
     const added = mergeAddedTokens(json, cfg);

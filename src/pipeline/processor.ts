@@ -9,7 +9,7 @@ import { ImageProcessor } from '../io/image-processor.js';
 import type { LlavaConfig } from '../io/model-config.js';
 import { TextTokenizer } from '../io/tokenizer.js';
 import { imageTokenCount } from '../models/llava.js';
-import { encodePrompt, type EncodedPrompt } from './prompt.js';
+import { countOccurrences, encodePrompt, type EncodedPrompt } from './prompt.js';
 
 /** Chat template used when a LLaVA folder ships none (LLaVA-1.5's conversation format). */
 export const LLAVA_15_TEMPLATE = 'USER: <image>\n{question} ASSISTANT:';
@@ -53,6 +53,13 @@ export class LlavaProcessor {
 
   /** The prompt text for a question about the image: the chat template, or LLaVA-1.5's format. */
   renderPrompt(question: string): string {
+    const typed = countOccurrences(question, this.imageToken);
+    if (typed > 0) {
+      throw new CorematchingError(
+        `the question contains ${typed} ${this.imageToken} placeholder${typed > 1 ? 's' : ''}, and the chat template adds the image's own; ` +
+          `remove ${typed > 1 ? 'them' : 'it'}, or pass the whole prompt verbatim with --raw-prompt (library: rawPrompt: true)`,
+      );
+    }
     return this.template.render(question);
   }
 

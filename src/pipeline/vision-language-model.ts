@@ -1,7 +1,7 @@
 /**
  * The public library API: load a checkpoint folder once, then generate many times.
  *
- *   const vlm = await VisionLanguageModel.load('path/to/llava');
+ *   const vlm = await VisionLanguageModel.load('path/to/llava');   // or load() for the shipped model
  *   const { text, stats } = await vlm.generate({ image: 'cat.png', prompt: 'What is this?' });
  */
 import os from 'node:os';
@@ -9,6 +9,7 @@ import type { WeightFormat } from '../graph/ops.js';
 import { collectGarbage } from '../util/collect-garbage.js';
 import { Checkpoint } from '../io/checkpoint.js';
 import { loadLlavaConfig } from '../io/config.js';
+import { defaultModelDir } from '../io/default-model.js';
 import { CorematchingError } from '../io/errors.js';
 import { loadGenerationConfig, type GenerationConfig } from '../io/generation-config.js';
 import { decodeImage } from '../io/image.js';
@@ -79,8 +80,12 @@ export class VisionLanguageModel {
     this.cache = model.decoder.newCache(0);
   }
 
-  static async load(dir: string, options: LoadOptions = {}): Promise<VisionLanguageModel> {
-    const config = loadLlavaConfig(dir);
+  /** Loads a checkpoint folder; without one (undefined), the model shipped with the package. */
+  static async load(dir?: string, options: LoadOptions = {}): Promise<VisionLanguageModel> {
+    if (dir !== undefined && (typeof dir !== 'string' || dir === '')) {
+      throw new CorematchingError(`load() expects a checkpoint folder path (a non-empty string) or nothing for the shipped model, got ${dir === '' ? 'an empty string' : typeof dir}`);
+    }
+    const config = loadLlavaConfig(dir ?? defaultModelDir());
     const processor = LlavaProcessor.load(config);
     const generationConfig = loadGenerationConfig(config.dir);
     const checkpoint = Checkpoint.open(config.dir);

@@ -120,7 +120,10 @@ export class CorematchingServer {
   static async start(load: () => Promise<VisionLanguageModel>, options: ServerOptions): Promise<CorematchingServer> {
     const server = new CorematchingServer(options);
     await new Promise<void>((resolve, reject) => {
-      server.server.once('error', reject);
+      server.server.once('error', (err: NodeJS.ErrnoException) => {
+        const why = err.code === 'EADDRINUSE' ? 'the address is already in use' : err.code === 'EACCES' ? 'permission denied' : err.code === 'EADDRNOTAVAIL' ? 'no such address on this machine' : err.message;
+        reject(new CorematchingError(`cannot listen on ${options.host}:${options.port} (--host/--port): ${why}`));
+      });
       server.server.listen(options.port, options.host, () => resolve());
     });
     server.loaded = load().then(
