@@ -18,7 +18,7 @@ those positions, averaged per question, then over questions. In fp32: bf16 autoc
 Resumable: every --save-every steps runs/testbed/state.pt (step, trainable weights, optimiser,
 history) and tower.safetensors are written atomically; a run with the same --out continues from
 there until --steps or --minutes (this run's wall time) is reached. Seeded: step s trains on train
-images s * batch .. s * batch + batch - 1, whatever the resumptions.
+images offset + s * batch .. offset + s * batch + batch - 1 (--image-offset), whatever the resumptions.
 
 At the end it prints teacher-forced accuracy per type on the questions of --val-count validation
 images (every answer token the argmax); `corematching eval` on the rebuilt folder is the real measurement.
@@ -303,6 +303,8 @@ def main() -> None:
     ap.add_argument("--every-question", action="store_true", help="train on every one-word question a scene admits (every_question), not one per type")
     ap.add_argument("--val-every", type=int, default=0, help="every this many steps, teacher-forced accuracy on --val-every-count validation images")
     ap.add_argument("--val-every-count", type=int, default=16)
+    ap.add_argument("--image-offset", type=int, default=0,
+                    help="step s trains on train images offset + s * batch ..: a continuation from --init sees images earlier stages did not")
     args = ap.parse_args()
     out, state = open_run(args.out, args.seed, args.init)
     targets = ATTENTION + (MLP if args.lora_modules == "attention+mlp" else ())
@@ -337,7 +339,7 @@ def main() -> None:
         for g, top in zip(optimizer.param_groups, peak):
             g["lr"] = top * scale
         lr = args.lr * scale
-        items = [training_image(args.seed, step * args.batch + j, args.every_question) for j in range(args.batch)]
+        items = [training_image(args.seed, args.image_offset + step * args.batch + j, args.every_question) for j in range(args.batch)]
         logits, labels, question = answer_logits(model, *batcher(items))
         loss = question_mean_loss(logits, labels, question)
         optimizer.zero_grad(set_to_none=True)

@@ -34,6 +34,12 @@ test('the serve page streams an answer and draws the kept-token map', { skip: CH
     assert.equal(await page.$eval('#answer', (e) => e.textContent), 'blue');
     assert.equal(await page.$eval('#error', (e) => e.textContent), '');
     assert.match(await page.$eval('#stats', (e) => e.textContent ?? ''), /16 of 256/);
+    // The page's "prefill GFLOP" is the API's prefill alone (it once added the vision tower's).
+    const stats = Object.fromEntries(await page.$$eval('#stats tr', (rows) => rows.map((r) => [r.cells[0]!.textContent, r.cells[1]!.textContent])));
+    const flops = await page.evaluate(() => (globalThis as unknown as { eval(s: string): { flops: { vision: number; prefill: number } } }).eval('lastReport').flops);
+    assert.equal(stats['prefill GFLOP']?.split(' ')[0], (flops.prefill / 1e9).toFixed(2));
+    assert.equal(stats['vision GFLOP'], (flops.vision / 1e9).toFixed(2));
+    assert.notEqual((flops.prefill / 1e9).toFixed(2), ((flops.prefill + flops.vision) / 1e9).toFixed(2));
     // 240 of the 256 patches are dimmed: most of the canvas is far darker than the scene's light background.
     const dark = await page.$eval('#view', (c) => {
       const { data } = (c as HTMLCanvasElement).getContext('2d')!.getImageData(0, 0, 336, 336);

@@ -150,6 +150,29 @@ test('a 45k-character command line ends in an answer or a clean error', () => {
   assert.equal(JSON.parse(answered.stdout).tokens.length, 2);
 });
 
+test('every command\'s help prints each default once, as the user would type it', () => {
+  for (const command of ['run', 'eval', 'visualize', 'serve', 'sweep-neurons', 'ablate', 'analyze criteria', 'analyze orthogonality']) {
+    const r = spawnSync(process.execPath, [cli, ...command.split(' '), '--help'], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    const help = r.stdout.replace(/\s+/g, ' ');
+    assert.doesNotMatch(help, /default: [[{]/, `${command}: a default printed as JSON`);
+    assert.doesNotMatch(help, /\(default [^)]*\) \(default/, `${command}: a default printed twice`);
+  }
+});
+
+test('sweep-neurons says why two betas keep the same share of neurons', () => {
+  const r = spawnSync(process.execPath, [cli, 'sweep-neurons', '--data', fixturePath('scenes'), '--limit', '4', '--betas', '0.95,1'], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /the share counts every decoder layer/);
+  assert.match(r.stdout, /beta 0\.95 and 1 keep the same \d+\.\d% of the FFN: a core set holds only neurons/);
+});
+
+test('analyze orthogonality explains its columns on stdout', () => {
+  const r = spawnSync(process.execPath, [cli, 'analyze', 'orthogonality', '--model', model], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /qk is Wq\^T Wk .* share = sum\(diag\(M\)\^2\)/);
+});
+
 test('--version prints the package version', () => {
   const r = spawnSync(process.execPath, [cli, '--version'], { encoding: 'utf8' });
   assert.equal(r.status, 0);

@@ -1,7 +1,7 @@
 /** `corematching analyze criteria`: token-selection criteria compared on a question set with targets. */
 import fs from 'node:fs';
 import path from 'node:path';
-import { InvalidArgumentError, type Command } from 'commander';
+import { InvalidArgumentError, Option, type Command } from 'commander';
 import { keptShare, spearman, targetPatches } from '../analysis/criteria.js';
 import { CorematchingError } from '../io/errors.js';
 import { readEvalSet, readTargets } from '../io/eval-set.js';
@@ -129,7 +129,7 @@ async function criteriaAction(o: CriteriaFlags): Promise<void> {
 export function addCriteriaCommand(analyze: Command): void {
   const criteria = addModelFlags(analyze.command('criteria').description("Token-selection criteria compared: rank correlation of their scores and the share of the question's target patches each keeps."), 'checkpoint folder (default: the shipped model)')
     .requiredOption('--data <dir>', 'folder with questions.jsonl, targets.jsonl and images (scripts/scenes.py)')
-    .option('--budgets <list>', 'image-token counts to compare at', countList, countList('16,64'))
+    .addOption(new Option('--budgets <list>', 'image-token counts to compare at').argParser(countList).default(countList('16,64'), '16,64'))
     .option('--limit <n>', 'only the first n questions', positiveInt)
     .option('--json', 'print the figures as JSON')
     .option('--out <prefix>', 'write PREFIX.md and PREFIX.png')

@@ -20,6 +20,10 @@ interface OrthogonalityFlags {
   report?: string;
 }
 
+const COLUMNS =
+  'qk is Wq^T Wk (keys paired with their query heads), o is Wo Wo^T, down is Wdown Wdown^T. share = sum(diag(M)^2) / sum(M^2); ' +
+  'scale = trace(M) / hidden, the s of M ~ s I closest in Frobenius norm; "random" is the share of the same product of Gaussian matrices of the same shapes.';
+
 const f3 = (x: number) => x.toFixed(3);
 const g3 = (x: number) => x.toPrecision(3);
 
@@ -79,7 +83,7 @@ export function addOrthogonalityCommand(analyze: Command): void {
         const layersJson = report.layers.map((l) => ({ layer: l.layer, qk: l.qk, o: l.o, down: l.down }));
         process.stdout.write(`${JSON.stringify({ hiddenSize: report.hiddenSize, layers: layersJson })}\n`);
       } else {
-        process.stdout.write(`${markdownTable(table)}\n`);
+        process.stdout.write(`${markdownTable(table)}\n\n${COLUMNS}\n`);
       }
       if (o.out === undefined && o.report === undefined) return;
       const pictures = await orthogonalityPictures(report);
@@ -91,10 +95,7 @@ export function addOrthogonalityCommand(analyze: Command): void {
         const sections: ReportSection[] = [
           {
             heading: 'Diagonal share and best-fit scale per layer',
-            text: [
-              'share = sum(diag(M)^2) / sum(M^2); scale = trace(M) / hidden, the s of M ~ s I closest in Frobenius norm; ' +
-                '"random" is the share of the same product of Gaussian matrices of the same shapes.',
-            ],
+            text: [COLUMNS],
             table,
             pictures,
           },

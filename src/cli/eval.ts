@@ -1,7 +1,7 @@
 /** `corematching eval`: accuracy of a model on a question set, per policy and budget. */
 import fs from 'node:fs';
 import path from 'node:path';
-import { InvalidArgumentError, type Command } from 'commander';
+import { InvalidArgumentError, Option, type Command } from 'commander';
 import { readEvalSet } from '../io/eval-set.js';
 import { evaluate, type EvalReport } from '../pipeline/evaluate.js';
 import { isPolicyName, POLICY_NAMES, type PolicyName } from '../sparsity/create-policy.js';
@@ -91,8 +91,8 @@ export function evalCommand(program: Command): void {
     .option('--limit <n>', 'only the first n questions', positiveInt)
     .option('--json', 'print the report as JSON')
     .option('--sweep', 'run every policy x budget (dense once) and print a markdown table (with --out, also write it and JSON)')
-    .option('--policies <list>', `with --sweep: the policies (default ${DEFAULT_SWEEP_POLICIES})`, policyList, policyList(DEFAULT_SWEEP_POLICIES))
-    .option('--budgets <list>', `with --sweep: knee, counts and percentages (default ${DEFAULT_SWEEP_BUDGETS})`, budgetList, budgetList(DEFAULT_SWEEP_BUDGETS))
+    .addOption(new Option('--policies <list>', 'with --sweep: the policies').argParser(policyList).default(policyList(DEFAULT_SWEEP_POLICIES), DEFAULT_SWEEP_POLICIES))
+    .addOption(new Option('--budgets <list>', 'with --sweep: knee, counts and percentages').argParser(budgetList).default(budgetList(DEFAULT_SWEEP_BUDGETS), DEFAULT_SWEEP_BUDGETS))
     .option('--out <prefix>', 'with --sweep: write PREFIX.md and PREFIX.json (nothing is written without it)');
   addPolicyFlags(command).action(async (o: EvalOptions) => {
     const { policy, policyOptions } = policyFromFlags(o);

@@ -31,6 +31,7 @@ export function probability(value: string): number {
   return n;
 }
 
-export function collect(value: string, previous: string[]): string[] {
-  return [...previous, value];
+/** A repeatable option's values (no default, so help prints none). */
+export function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
 }

@@ -14,7 +14,7 @@ interface RunOptions extends PolicyFlags, ModelFlags {
   topK?: number;
   topP?: number;
   rawPrompt?: boolean;
-  stop: string[];
+  stop?: string[];
   json?: boolean;
 }
 
@@ -46,7 +46,7 @@ export function runCommand(program: Command): void {
     .option('--top-k <k>', 'sample among the k most likely tokens (0 = all)', nonNegativeInt)
     .option('--top-p <p>', 'nucleus sampling probability mass', probability)
     .option('--raw-prompt', 'use the prompt verbatim (it must contain one <image>)')
-    .option('--stop <text>', 'stop when the output contains this text (repeatable)', collect, [])
+    .option('--stop <text>', 'stop when the output contains this text (repeatable)', collect)
     .option('--json', 'print one JSON object with text, tokens and stats instead of streaming')
     .option('--report-neurons', 'with --json, list the core-neuron indices of every sparse layer');
   addPolicyFlags(command).action(async (o: RunOptions) => {
@@ -58,7 +58,7 @@ export function runCommand(program: Command): void {
         rawPrompt: o.rawPrompt === true,
         maxNewTokens: o.maxNewTokens,
         sampling: samplingOptions(o),
-        stopStrings: o.stop,
+        stopStrings: o.stop ?? [],
         policy,
         policyOptions,
         ...(o.json ? {} : { onText: (text: string) => process.stdout.write(text) }),

@@ -5,7 +5,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { InvalidArgumentError, type Command } from 'commander';
+import { InvalidArgumentError, Option, type Command } from 'commander';
 import { readEvalSet } from '../io/eval-set.js';
 import { evaluate, type EvalReport } from '../pipeline/evaluate.js';
 import { lineChart, svgToPng } from '../report/charts.js';
@@ -32,10 +32,28 @@ function betaList(value: string): number[] {
   });
 }
 
+/**
+ * Why a table can show the same share for two betas: a core set never holds a neuron that is in no
+ * prompt token's C_rho(x) (design doc section 2), so every beta above that share keeps one set.
+ */
+export function saturationNotes(rows: readonly { beta: number | null; report: EvalReport }[]): string[] {
+  const sparse = rows.filter((r) => r.beta !== null);
+  const notes: string[] = [];
+  for (let i = 1; i < sparse.length; i++) {
+    const [a, b] = [sparse[i - 1]!, sparse[i]!];
+    if (pct(a.report.meanDecodeFfnShare) !== pct(b.report.meanDecodeFfnShare)) continue;
+    notes.push(
+      `beta ${a.beta} and ${b.beta} keep the same ${pct(b.report.meanDecodeFfnShare)}% of the FFN: a core set holds only neurons that are among ` +
+        "some prompt token's top-rho positive activations, and there are fewer of those than beta x width.",
+    );
+  }
+  return notes;
+}
+
 export function sweepNeuronsCommand(program: Command): void {
   const command = addModelFlags(program.command('sweep-neurons').description("Accuracy and decode speed against the share of FFN neurons kept (the paper's Table 1)."), 'checkpoint folder (default: the shipped model)')
     .requiredOption('--data <dir>', 'folder with questions.jsonl and its images (see scripts/scenes.py)')
-    .option('--betas <list>', 'betas to sweep, comma-separated', betaList, betaList('0.2,0.4,0.6,0.8,1.0'))
+    .addOption(new Option('--betas <list>', 'betas to sweep, comma-separated').argParser(betaList).default(betaList('0.2,0.4,0.6,0.8,1.0'), '0.2,0.4,0.6,0.8,1.0'))
     .option('--limit <n>', 'only the first n questions', positiveInt)
     .option('--json', 'print the reports as JSON')
     .option('--out <prefix>', 'write PREFIX.md and PREFIX.png (the line chart)')
@@ -61,7 +79,10 @@ export function sweepNeuronsCommand(program: Command): void {
       rows: rows.map(({ beta, report: r }) => [beta === null ? 'dense' : String(beta), pct(r.meanDecodeFfnShare), pct(r.accuracy), pct(r.f1), r.decodeTokensPerSecond.toFixed(1)]),
     };
     if (o.json) process.stdout.write(`${JSON.stringify({ questions: items.length, rows })}\n`);
-    else process.stdout.write(`${markdownTable(table)}\n(${items.length} questions)\n`);
+    else {
+      const legend = `(${items.length} questions; the share counts every decoder layer, and layers outside --neuron-layers decode with all their neurons)`;
+      process.stdout.write(`${markdownTable(table)}\n${[legend, ...saturationNotes(rows)].join('\n')}\n`);
+    }
     if (o.out === undefined && o.report === undefined) return;
     const sparse = rows.filter((r) => r.beta !== null);
     const dense = rows[0]!.report;
@@ -82,7 +103,7 @@ export function sweepNeuronsCommand(program: Command): void {
     if (o.out !== undefined) {
       fs.mkdirSync(path.dirname(path.resolve(o.out)), { recursive: true });
       fs.writeFileSync(`${o.out}.png`, png);
-      fs.writeFileSync(`${o.out}.md`, `# Core neurons at decode: accuracy against FFN width\n\nMade by \`${commandLine}\` on ${items.length} questions (${new Date().toISOString().slice(0, 10)}).\n\n${markdownTable(table)}\n\n![accuracy against neurons kept](${path.basename(o.out)}.png)\n`);
+      fs.writeFileSync(`${o.out}.md`, `# Core neurons at decode: accuracy against FFN width\n\nMade by \`${commandLine}\` on ${items.length} questions (${new Date().toISOString().slice(0, 10)}).\n\n${markdownTable(table)}\n\n${saturationNotes(rows).join('\n\n')}\n\n![accuracy against neurons kept](${path.basename(o.out)}.png)\n`);
     }
     if (o.report !== undefined) {
       fs.writeFileSync(o.report, htmlReport('Core neurons at decode: accuracy against FFN width', commandLine, [{ heading: `${items.length} questions`, table, pictures: [{ alt: 'accuracy against neurons kept', png }] }]));

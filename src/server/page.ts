@@ -116,11 +116,12 @@ $('drop').addEventListener('drop', (e) => { e.preventDefault(); $('drop').classL
 
 function showStats(report, usage) {
   const t = report.timings;
-  const gflop = (f) => (f.vision + f.prefill) / 1e9;
+  const gflop = (n) => (n / 1e9).toFixed(2);
   const rows = [
     ['policy', report.policy],
     ['image tokens kept', report.kept_image_tokens + ' of ' + report.image_tokens],
-    ['prefill GFLOP', gflop(report.flops).toFixed(2) + ' (dense ' + gflop(report.dense_flops).toFixed(2) + ')'],
+    ['vision GFLOP', gflop(report.flops.vision)],
+    ['prefill GFLOP', gflop(report.flops.prefill) + ' (dense ' + gflop(report.dense_flops.prefill) + ')'],
     ['vision', t.vision_ms.toFixed(0) + ' ms'],
     ['prefill', t.prefill_ms.toFixed(0) + ' ms'],
     ['first token', t.first_token_ms.toFixed(0) + ' ms'],
