@@ -38,6 +38,7 @@ export function visualizeCommand(program: Command): void {
       patch: c.vision.patchSize,
       kept: result.sparsity.keptImageTokens.map((t) => t - skip).filter((t) => t >= 0),
       scores: scores === null ? null : Array.from(scores).slice(skip),
+      scoreLabel: `${name} score`,
       caption: `Q: ${o.prompt}   A: ${result.text.trim()}\n${name}: kept ${result.sparsity.keptImageTokens.length} of ${result.imageTokens} image tokens`,
     });
     fs.writeFileSync(o.out, png);
