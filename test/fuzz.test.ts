@@ -173,6 +173,8 @@ describe('fuzz: images and library arguments', () => {
     maxNewTokens: fc.oneof(fc.integer({ min: -2, max: 3 }), fc.constantFrom(0.5, NaN, Infinity, 1e300, '3', null, true, [])),
     stopStrings: fc.oneof(fc.array(fc.string({ maxLength: 3 }), { maxLength: 2 }), fc.anything({ maxDepth: 1 })),
     sampling: fc.oneof(fc.record({ doSample: fc.boolean(), temperature: fc.double(), topK: fc.integer(), topP: fc.double(), seed: fc.integer() }, { requiredKeys: [] }), fc.anything({ maxDepth: 1 })),
+    logprobs: fc.oneof(fc.integer({ min: -2, max: 22 }), fc.constantFrom(0.5, NaN, Infinity, '3', null, true)),
+    onLogprob: fc.oneof(fc.constant(() => undefined), fc.anything({ maxDepth: 1 })),
   }, { requiredKeys: ['image', 'prompt'] });
 
   test('generate() arguments', () => fc.assert(fc.asyncProperty(options, (opts) => endsCleanly(

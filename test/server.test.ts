@@ -68,6 +68,32 @@ describe('serve', () => {
     assert.equal(kept, 16);
   });
 
+  test('logprobs and top_logprobs as the OpenAI API defines them, streamed and not', async () => {
+    const body = { model: 'default', messages: question('How many circles are there?'), max_tokens: 8, temperature: 0, logprobs: true, top_logprobs: 3 };
+    const r = await client.chat.completions.create(body);
+    const content = r.choices[0]!.logprobs!.content!;
+    // The end-of-turn token ends the answer but is not part of its text.
+    assert.equal(content.length, r.usage!.completion_tokens - 1);
+    assert.equal(content.map((c) => c.token).join(''), r.choices[0]!.message.content);
+    for (const c of content) {
+      assert.equal(c.top_logprobs.length, 3);
+      assert.ok(c.logprob <= 0 && c.top_logprobs.every((t, i, all) => t.logprob <= 0 && (i === 0 || t.logprob <= all[i - 1]!.logprob)));
+      assert.equal(c.top_logprobs[0]!.token, c.token, 'greedy picks the most likely token');
+      assert.equal(c.top_logprobs[0]!.logprob, c.logprob);
+      assert.deepEqual(c.bytes, Array.from(Buffer.from(c.token)));
+      assert.ok(c.top_logprobs.reduce((sum, t) => sum + Math.exp(t.logprob), 0) <= 1 + 1e-9);
+    }
+    const stream = await client.chat.completions.create({ ...body, stream: true });
+    const streamed: typeof content = [];
+    for await (const chunk of stream) streamed.push(...(chunk.choices[0]?.logprobs?.content ?? []));
+    assert.deepEqual(streamed, content);
+    const plain = await client.chat.completions.create({ model: 'default', messages: question('How many circles are there?'), max_tokens: 8 });
+    assert.equal(plain.choices[0]!.logprobs, null);
+    await expectError(post({ messages: question('q'), top_logprobs: 2 }), 400, 'top_logprobs needs logprobs: true');
+    await expectError(post({ messages: question('q'), logprobs: true, top_logprobs: 21 }), 400, 'top_logprobs must be an integer in 0 .. 20');
+    await expectError(post({ messages: question('q'), logprobs: 'yes' }), 400, 'logprobs must be true or false');
+  });
+
   test('a multi-turn conversation goes through the chat template; files only under --allow-files', async () => {
     const messages = [
       ...question('What color is the triangle?', 'images/test-000000.png'),

@@ -12,6 +12,7 @@ import * as path from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { CorematchingError } from './errors.js';
 import { readJsonObject, readOptionalJsonObject } from './json-file.js';
+import { tokenBytesReader } from './token-bytes.js';
 
 type Json = Record<string, unknown>;
 
@@ -80,9 +81,11 @@ export class TextTokenizer {
   readonly specialTokens: Readonly<Record<string, string>>;
   private readonly tokenizer: Tokenizer;
   private readonly specialIds: Set<number>;
+  private readonly bytesOf: (token: string) => Uint8Array;
 
-  private constructor(dir: string, tokenizer: Tokenizer, specialTokens: Record<string, string>, specialIds: Set<number>) {
+  private constructor(dir: string, tokenizer: Tokenizer, specialTokens: Record<string, string>, specialIds: Set<number>, bytesOf: (token: string) => Uint8Array) {
     this.dir = dir;
+    this.bytesOf = bytesOf;
     this.tokenizer = tokenizer;
     this.specialTokens = specialTokens;
     this.specialIds = specialIds;
@@ -125,7 +128,7 @@ export class TextTokenizer {
       throw new CorematchingError(`unsupported tokenizer: ${(err as Error).message}`, file);
     }
     const specialIds = new Set(added.filter((t) => t.special).map((t) => t.id));
-    return new TextTokenizer(abs, tokenizer, specialTokensMap(cfg), specialIds);
+    return new TextTokenizer(abs, tokenizer, specialTokensMap(cfg), specialIds, tokenBytesReader(json.decoder));
   }
 
   /** The tokenizers library trusts the file's structure; a malformed part can surface only when
@@ -163,6 +166,12 @@ export class TextTokenizer {
 
   idToToken(id: number): string | undefined {
     return this.tokenizer.id_to_token(id);
+  }
+
+  /** The bytes a token id stands for (empty for an id with no token). */
+  tokenBytes(id: number): Uint8Array {
+    const token = this.tokenizer.id_to_token(id);
+    return token === undefined ? new Uint8Array(0) : this.bytesOf(token);
   }
 
   isSpecial(id: number): boolean {

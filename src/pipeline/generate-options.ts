@@ -8,6 +8,7 @@ import type { RgbImage } from '../io/image.js';
 import type { PolicyName } from '../sparsity/create-policy.js';
 import type { PolicyOptions } from '../sparsity/options.js';
 import type { SparsityPolicy } from '../sparsity/policy.js';
+import { MAX_TOP_LOGPROBS, type TokenLogprob } from './logprobs.js';
 import type { SamplingOptions } from './sampling.js';
 import { isPlainObject } from '../util/plain-object.js';
 
@@ -27,6 +28,10 @@ export interface GenerateOptions {
   stopStrings?: string[];
   /** Receives each piece of text as soon as it is printable, with the token id that completed it. */
   onText?: (text: string, tokenId: number) => void;
+  /** Report each new token's log-probability and this many most likely alternatives (0 .. 20). */
+  logprobs?: number;
+  /** Receives each new token's log-probabilities as soon as it is chosen (needs `logprobs`). */
+  onLogprob?: (entry: TokenLogprob) => void;
   /** A policy name (default 'dense') or a policy object; a fresh object per call. */
   policy?: PolicyName | SparsityPolicy;
   /** Options of a policy given by name (rho, beta, tokenLayer, budget, ...). */
@@ -36,7 +41,7 @@ export interface GenerateOptions {
   signal?: AbortSignal;
 }
 
-const OPTION_NAMES = ['image', 'prompt', 'rawPrompt', 'maxNewTokens', 'sampling', 'ignoreEos', 'stopStrings', 'onText', 'policy', 'policyOptions', 'signal'];
+const OPTION_NAMES = ['image', 'prompt', 'rawPrompt', 'maxNewTokens', 'sampling', 'ignoreEos', 'stopStrings', 'onText', 'logprobs', 'onLogprob', 'policy', 'policyOptions', 'signal'];
 const SAMPLING_NAMES = ['doSample', 'temperature', 'topK', 'topP', 'seed'];
 
 export const isRgbImage = (x: unknown): x is RgbImage => typeof x === 'object' && x !== null && !(x instanceof Uint8Array);
@@ -85,6 +90,11 @@ export function checkGenerateOptions(options: unknown): asserts options is Gener
     fail('stopStrings', 'an array of non-empty strings', o.stopStrings);
   }
   if (o.onText !== undefined && typeof o.onText !== 'function') fail('onText', 'a function', o.onText);
+  if (o.logprobs !== undefined && !(Number.isSafeInteger(o.logprobs) && (o.logprobs as number) >= 0 && (o.logprobs as number) <= MAX_TOP_LOGPROBS)) {
+    fail('logprobs', `an integer in 0 .. ${MAX_TOP_LOGPROBS} (alternatives per token)`, o.logprobs);
+  }
+  if (o.onLogprob !== undefined && typeof o.onLogprob !== 'function') fail('onLogprob', 'a function', o.onLogprob);
+  if (o.onLogprob !== undefined && o.logprobs === undefined) fail('logprobs', 'set when onLogprob is given', o.logprobs);
   if (o.policy !== undefined && typeof o.policy !== 'string' && !isPlainObject(o.policy)) fail('policy', 'a policy name or a policy object', o.policy);
   if (o.policyOptions !== undefined && !isPlainObject(o.policyOptions)) fail('policyOptions', 'an object', o.policyOptions);
   if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) fail('signal', 'an AbortSignal', o.signal);

@@ -7,6 +7,7 @@ import type { KvCache } from '../models/kv-cache.js';
 import type { FfnWeights, LlamaDecoder } from '../models/llama.js';
 import type { SparsityPolicy } from '../sparsity/policy.js';
 import { policyHooks } from './policy-hooks.js';
+import { tokenLogprob, type TokenLogprob } from './logprobs.js';
 import { TokenSampler, type SamplingOptions } from './sampling.js';
 import { TextStream, type IncrementalDecoder } from './text-stream.js';
 
@@ -41,6 +42,10 @@ export interface LoopInput {
   eosTokenIds: Set<number>;
   stopStrings: string[];
   onText?: (text: string, tokenId: number) => void;
+  /** With a count (0 .. 20), each new token's log-probability and that many alternatives. */
+  logprobs?: number;
+  /** Receives each new token's log-probabilities as soon as it is chosen (before its text). */
+  onLogprob?: (entry: TokenLogprob) => void;
   signal?: AbortSignal;
 }
 
@@ -57,6 +62,8 @@ export interface LayerWork {
 export interface LoopOutput {
   text: string;
   tokens: number[];
+  /** With `logprobs`, one entry per token of `tokens`. */
+  logprobs?: TokenLogprob[];
   /** 'stop': an end-of-sequence token or a stop string; 'length': maxNewTokens reached. */
   finishReason: 'stop' | 'length';
   stats: GenerationStats;
@@ -79,6 +86,16 @@ export async function generateTokens(input: LoopInput): Promise<LoopOutput> {
     headDim: c.headDim,
   });
   const sampler = new TokenSampler(input.sampling);
+  const logprobs: TokenLogprob[] = [];
+  const choose = (logits: Float32Array): number => {
+    const chosen = sampler.next(logits);
+    if (input.logprobs !== undefined) {
+      const entry = tokenLogprob(logits, chosen, input.logprobs);
+      logprobs.push(entry);
+      input.onLogprob?.(entry);
+    }
+    return chosen;
+  };
 
   const t0 = performance.now();
   const embedded = decoder.embed(input.promptIds);
@@ -86,7 +103,7 @@ export async function generateTokens(input: LoopInput): Promise<LoopOutput> {
   policy.mergeImageFeatures?.(embedded.subarray(input.imageStart * c.hiddenSize, (input.imageStart + input.imageTokens) * c.hiddenSize), c.hiddenSize);
   const positions = input.promptIds.map((_, i) => i);
   const prefill = await decoder.forward(embedded, positions, cache, { hooks: policyHooks(policy, cache, c) });
-  let token = sampler.next(prefill.logits);
+  let token = choose(prefill.logits);
   const t1 = performance.now();
 
   input.signal?.throwIfAborted();
@@ -115,7 +132,7 @@ export async function generateTokens(input: LoopInput): Promise<LoopOutput> {
       break;
     }
     input.signal?.throwIfAborted();
-    token = sampler.next((await decoder.step(token, position, cache, ffns)).logits);
+    token = choose((await decoder.step(token, position, cache, ffns)).logits);
   }
   const t2 = performance.now();
   const rest = stream.finish();
@@ -123,6 +140,7 @@ export async function generateTokens(input: LoopInput): Promise<LoopOutput> {
   return {
     text: stream.text,
     tokens,
+    ...(input.logprobs !== undefined ? { logprobs } : {}),
     finishReason,
     work: { prefillTokens: prefill.tokensPerLayer, cachedTokens, ffnWidths },
     stats: {

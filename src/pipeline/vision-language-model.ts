@@ -22,6 +22,7 @@ import { policyLayerBreaks } from '../sparsity/options.js';
 import type { SparsityReport } from '../sparsity/policy.js';
 import { checkGenerateOptions, isRgbImage, type GenerateOptions } from './generate-options.js';
 import { generateTokens, type GenerationStats, type LayerWork } from './generation-loop.js';
+import type { TokenLogprob } from './logprobs.js';
 import { LlavaProcessor } from './processor.js';
 import { validateSampling, type SamplingOptions } from './sampling.js';
 
@@ -51,6 +52,8 @@ export interface GenerateResult {
   text: string;
   /** New token ids, the stop token included when one ended generation. */
   tokens: number[];
+  /** With the `logprobs` option: one entry per token of `tokens`. */
+  logprobs?: TokenLogprob[];
   /** 'stop': an end-of-sequence token or a stop string ended it; 'length': maxNewTokens did. */
   finishReason: 'stop' | 'length';
   promptTokens: number[];
@@ -160,11 +163,14 @@ export class VisionLanguageModel {
       eosTokenIds: eos,
       stopStrings: options.stopStrings ?? [],
       ...(options.onText ? { onText: options.onText } : {}),
+      ...(options.logprobs !== undefined ? { logprobs: options.logprobs } : {}),
+      ...(options.onLogprob ? { onLogprob: options.onLogprob } : {}),
       ...(options.signal ? { signal: options.signal } : {}),
     });
     return {
       text: generated.text,
       tokens: generated.tokens,
+      ...(generated.logprobs ? { logprobs: generated.logprobs } : {}),
       finishReason: generated.finishReason,
       promptTokens: prompt.ids,
       imageTokens,

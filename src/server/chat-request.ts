@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { ChatMessage } from '../io/chat-template.js';
 import { isPlainObject } from '../util/plain-object.js';
+import { MAX_TOP_LOGPROBS } from '../pipeline/logprobs.js';
 import type { SamplingOptions } from '../pipeline/sampling.js';
 import { isPolicyName, POLICY_NAMES, type PolicyName } from '../sparsity/create-policy.js';
 import type { PolicyOptions } from '../sparsity/options.js';
@@ -21,6 +22,8 @@ export interface ChatRequest {
   stop: string[];
   stream: boolean;
   includeUsage: boolean;
+  /** With `logprobs: true`, the alternatives per token (`top_logprobs`, default 0); otherwise undefined. */
+  topLogprobs: number | undefined;
   policy: PolicyName | undefined;
   policyOptions: Partial<PolicyOptions>;
 }
@@ -128,5 +131,9 @@ export function parseChatRequest(body: unknown, limits: RequestLimits): ChatRequ
 
   if (body.stream !== undefined && body.stream !== null && typeof body.stream !== 'boolean') throw badRequest('stream must be true or false', 'stream');
   const includeUsage = isPlainObject(body.stream_options) && body.stream_options.include_usage === true;
-  return { messages, image: images[0]!, maxTokens, sampling, stop, stream: body.stream === true, includeUsage, ...policyExtension(body.corematching) };
+  if (body.logprobs !== undefined && body.logprobs !== null && typeof body.logprobs !== 'boolean') throw badRequest('logprobs must be true or false', 'logprobs');
+  const top = number(body, 'top_logprobs', (x) => Number.isSafeInteger(x) && x >= 0 && x <= MAX_TOP_LOGPROBS, `an integer in 0 .. ${MAX_TOP_LOGPROBS}`);
+  if (top !== undefined && body.logprobs !== true) throw badRequest('top_logprobs needs logprobs: true', 'top_logprobs');
+  const topLogprobs = body.logprobs === true ? (top ?? 0) : undefined;
+  return { messages, image: images[0]!, maxTokens, sampling, stop, stream: body.stream === true, includeUsage, topLogprobs, ...policyExtension(body.corematching) };
 }

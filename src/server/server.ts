@@ -13,6 +13,8 @@ import type { PolicyName } from '../sparsity/create-policy.js';
 import type { PolicyOptions } from '../sparsity/options.js';
 import { ApiError, badRequest } from './api-error.js';
 import { parseChatRequest, type ChatRequest } from './chat-request.js';
+import type { TokenLogprob } from '../pipeline/logprobs.js';
+import { logprobContent } from './logprob-content.js';
 import { PAGE_HTML } from './page.js';
 
 export interface ServerOptions {
@@ -225,8 +227,12 @@ export class CorematchingServer {
     const id = `chatcmpl-${randomUUID()}`;
     const created = Math.floor(Date.now() / 1000);
     const grid = Math.floor(model.config.vision.imageSize / model.config.vision.patchSize);
-    const chunk = (delta: object, finish: string | null, extra: object = {}) =>
-      `data: ${JSON.stringify({ id, object: 'chat.completion.chunk', created, model: o.modelName, choices: [{ index: 0, delta, finish_reason: finish }], ...extra })}\n\n`;
+    const tokenizer = model.processor.tokenizer;
+    // Streamed: each chunk carries the log-probabilities of the tokens chosen since the last one.
+    const pendingLogprobs: TokenLogprob[] = [];
+    const takeLogprobs = () => (r.topLogprobs === undefined ? {} : { logprobs: { content: logprobContent(tokenizer, pendingLogprobs.splice(0)), refusal: null } });
+    const chunk = (delta: object, finish: string | null, extra: object = {}, choice: object = {}) =>
+      `data: ${JSON.stringify({ id, object: 'chat.completion.chunk', created, model: o.modelName, choices: [{ index: 0, delta, ...choice, finish_reason: finish }], ...extra })}\n\n`;
     if (r.stream) {
       res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache', Connection: 'keep-alive' });
       res.write(chunk({ role: 'assistant', content: '' }, null));
@@ -243,7 +249,8 @@ export class CorematchingServer {
         policy: r.policy ?? o.policy,
         policyOptions: r.policy === undefined ? { ...o.policyOptions, ...r.policyOptions } : r.policyOptions,
         signal,
-        ...(r.stream ? { onText: (text: string) => res.write(chunk({ content: text }, null)) } : {}),
+        ...(r.topLogprobs !== undefined ? { logprobs: r.topLogprobs, ...(r.stream ? { onLogprob: (e: TokenLogprob) => pendingLogprobs.push(e) } : {}) } : {}),
+        ...(r.stream ? { onText: (text: string) => res.write(chunk({ content: text }, null, {}, takeLogprobs())) } : {}),
       });
     } catch (err) {
       if (signal.aborted && signal.reason instanceof ApiError && signal.reason.status === 499) this.cancelled++;
@@ -267,7 +274,12 @@ export class CorematchingServer {
       object: 'chat.completion',
       created,
       model: o.modelName,
-      choices: [{ index: 0, message: { role: 'assistant', content: result.text }, finish_reason: result.finishReason, logprobs: null }],
+      choices: [{
+        index: 0,
+        message: { role: 'assistant', content: result.text },
+        finish_reason: result.finishReason,
+        logprobs: result.logprobs ? { content: logprobContent(tokenizer, result.logprobs), refusal: null } : null,
+      }],
       usage,
       corematching: report,
     });
