@@ -73,3 +73,23 @@ test('reset empties every layer and reuses buffers that are large enough', () =>
   cache.reset(16);
   assert.notEqual((cache.buffers(0).k.data as Float32Array).buffer, first.buffer, 'a larger capacity grows it');
 });
+
+test('reserve grows the capacity keeping every head\'s cached tokens; dropLast forgets the tail of every layer', () => {
+  const cache = new KvCache(2, 2, 3);
+  cache.reset(3);
+  cache.append(0, block(2, 0, 3, 3, 0), block(2, 0, 3, 3, 1000), 3);
+  cache.append(1, block(2, 0, 2, 3, 0), block(2, 0, 2, 3, 1000), 2);
+  cache.reserve(2); // smaller: nothing changes
+  assert.equal(cache.capacity, 3);
+  cache.reserve(6);
+  assert.equal(cache.capacity, 6);
+  assert.deepEqual(cache.values(0), block(2, 0, 3, 3, 1000));
+  assert.deepEqual(cache.values(1), block(2, 0, 2, 3, 1000));
+  assert.deepEqual(cache.buffers(0).k.dims, [2, 6, 3]);
+  cache.append(0, block(2, 3, 3, 3, 0), block(2, 3, 3, 3, 1000), 3);
+  assert.deepEqual(cache.values(0), block(2, 0, 6, 3, 1000));
+  cache.dropLast(2);
+  assert.deepEqual([cache.length(0), cache.length(1)], [4, 0]);
+  assert.deepEqual(cache.values(0), block(2, 0, 4, 3, 1000));
+  throwsWith(() => cache.dropLast(1), 'layer 1: cannot drop 1 of 0');
+});

@@ -44,3 +44,52 @@ test('load() without a folder is the shipped model; a wrong argument is a Corema
     await assert.rejects(VisionLanguageModel.load(bad as unknown as string), (err: Error) => err instanceof CorematchingError && /checkpoint folder path/.test(err.message));
   }
 });
+
+test('a text-only prompt runs without the vision tower; a placeholder without an image is refused', async () => {
+  const vlm = await VisionLanguageModel.load(undefined, { threads: 1 });
+  try {
+    const r = await vlm.generate({ prompt: 'What color is the triangle?', maxNewTokens: 4 });
+    assert.equal(r.imageTokens, 0);
+    assert.equal(r.sparsity.flops.vision, 0);
+    assert.equal(r.promptTokens.length, vlm.processor.encode(vlm.processor.renderPrompt('What color is the triangle?', false), false).ids.length);
+    assert.ok(!r.promptTokens.includes(vlm.processor.imageTokenId));
+    for (const policy of POLICY_NAMES) {
+      const sparse = await vlm.generate({ prompt: 'What color is the triangle?', maxNewTokens: 2, policy, policyOptions: policy === 'random' || policy === 'pool' ? { budget: 4 } : {} });
+      assert.equal(sparse.sparsity.keptImageTokens.length, 0, policy);
+    }
+    await assert.rejects(vlm.generate({ prompt: 'USER: <image>\nx ASSISTANT:', rawPrompt: true }), /holds 1 <image> placeholder but no image was given/);
+  } finally {
+    await vlm.release();
+  }
+});
+
+test('reuseCache: a conversation\'s next turn prefills only its new tokens and answers as a fresh run does', async () => {
+  const vlm = await VisionLanguageModel.load(undefined, { threads: 1 });
+  const image = fixturePath('scenes', 'images', 'test-000000.png');
+  const turn = (text: string) => ({ role: 'user' as const, content: [{ type: 'text' as const, text }] });
+  try {
+    const first = await vlm.generate({ image, prompt: 'What color is the triangle?', maxNewTokens: 8, reuseCache: true });
+    assert.equal(first.stats.reusedPromptTokens, 0);
+    const conversation = vlm.processor.renderConversation([
+      { role: 'user', content: [{ type: 'image' }, { type: 'text', text: 'What color is the triangle?' }] },
+      { role: 'assistant', content: [{ type: 'text', text: first.text }] },
+      turn('How many circles are there?'),
+    ]);
+    const second = await vlm.generate({ image, prompt: conversation, rawPrompt: true, maxNewTokens: 8, reuseCache: true, logprobs: 0 });
+    // The first prompt and every answer token but the last (sampled, never run) were cached.
+    assert.equal(second.stats.reusedPromptTokens, first.promptTokens.length + first.tokens.length - 1);
+    assert.equal(second.sparsity.flops.vision, 0);
+    assert.equal(second.sparsity.keptImageTokens.length, 256);
+    const fresh = await vlm.generate({ image, prompt: conversation, rawPrompt: true, maxNewTokens: 8, logprobs: 0 });
+    assert.equal(fresh.stats.reusedPromptTokens, 0);
+    assert.deepEqual(second.tokens, fresh.tokens);
+    second.logprobs!.forEach((e, i) => assert.ok(Math.abs(e.logprob - fresh.logprobs![i]!.logprob) < 1e-4, `token ${i}`));
+    // Another image, or a changed conversation before the end of the image, starts over.
+    const other = await vlm.generate({ image: fixturePath('scenes', 'images', 'test-000001.png'), prompt: conversation, rawPrompt: true, maxNewTokens: 2, reuseCache: true });
+    assert.equal(other.stats.reusedPromptTokens, 0);
+    const textOnly = await vlm.generate({ prompt: 'What color is the triangle?', maxNewTokens: 2, reuseCache: true });
+    assert.equal(textOnly.stats.reusedPromptTokens, 0);
+  } finally {
+    await vlm.release();
+  }
+});

@@ -117,6 +117,7 @@ export class PromptTemplate {
   private constructor(
     private readonly compiled: CompiledTemplate | null,
     private readonly fallbackTemplate: string,
+    private readonly imageToken: string,
   ) {}
 
   static load(dir: string, imageToken: string, fallbackTemplate: string): PromptTemplate {
@@ -125,15 +126,15 @@ export class PromptTemplate {
     const specialTokens = specialTokensMap(tokenizerConfig);
 
     const processorTemplate = findProcessorChatTemplate(abs);
-    if (processorTemplate !== null) return new PromptTemplate(new CompiledTemplate(processorTemplate, specialTokens), fallbackTemplate);
+    if (processorTemplate !== null) return new PromptTemplate(new CompiledTemplate(processorTemplate, specialTokens), fallbackTemplate, imageToken);
     const tokenizerFile = path.join(abs, 'tokenizer_config.json');
     const tokenizerTemplate = pickTemplate(tokenizerConfig.chat_template, tokenizerFile, 'chat_template');
     if (tokenizerTemplate !== null) {
       const compiled = new CompiledTemplate({ template: tokenizerTemplate, file: tokenizerFile }, specialTokens);
       // A text-only template would silently drop the image: use it only if it renders the placeholder.
-      if (compiled.render(llavaConversation('?')).includes(imageToken)) return new PromptTemplate(compiled, fallbackTemplate);
+      if (compiled.render(llavaConversation('?')).includes(imageToken)) return new PromptTemplate(compiled, fallbackTemplate, imageToken);
     }
-    return new PromptTemplate(null, fallbackTemplate);
+    return new PromptTemplate(null, fallbackTemplate, imageToken);
   }
 
   render(question: string): string {
@@ -152,7 +153,9 @@ export class PromptTemplate {
     }
     const content = messages[0]!.content;
     const text = typeof content === 'string' ? content : content.map((part) => (part.type === 'text' ? part.text : '')).join('\n');
-    return this.render(text);
+    const withImage = typeof content !== 'string' && content.some((part) => part.type === 'image');
+    // The fallback format without its image: LLaVA-1.5's 'USER: {question} ASSISTANT:'.
+    return withImage ? this.render(text) : this.fallbackTemplate.replace(`${this.imageToken}\n`, '').replace(this.imageToken, '').split('{question}').join(text);
   }
 }
 

@@ -48,6 +48,30 @@ export class KvCache {
     this.capacityTokens = capacity;
   }
 
+  /** Makes room for `capacity` tokens per layer, keeping what is cached (a conversation's next turn). */
+  reserve(capacity: number): void {
+    if (capacity <= this.capacityTokens) return;
+    const d = this.headDim;
+    for (const layer of this.layers) {
+      const [k, v] = [new Float32Array(this.kvHeads * capacity * d), new Float32Array(this.kvHeads * capacity * d)];
+      for (let h = 0; h < this.kvHeads; h++) {
+        const from = h * this.capacityTokens * d;
+        k.set(layer.k.subarray(from, from + layer.length * d), h * capacity * d);
+        v.set(layer.v.subarray(from, from + layer.length * d), h * capacity * d);
+      }
+      [layer.k, layer.v, layer.tensors] = [k, v, undefined];
+    }
+    this.capacityTokens = capacity;
+  }
+
+  /** Forgets the last `tokens` cached tokens of every layer (the end of a conversation that changed). */
+  dropLast(tokens: number): void {
+    for (const [i, layer] of this.layers.entries()) {
+      if (!(Number.isInteger(tokens) && tokens >= 0 && tokens <= layer.length)) throw new CorematchingError(`layer ${i}: cannot drop ${tokens} of ${layer.length} cached tokens`);
+    }
+    for (const layer of this.layers) layer.length -= tokens;
+  }
+
   length(layer: number): number {
     return this.layers[layer]!.length;
   }

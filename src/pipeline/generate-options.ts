@@ -13,12 +13,18 @@ import type { SamplingOptions } from './sampling.js';
 import { isPlainObject } from '../util/plain-object.js';
 
 export interface GenerateOptions {
-  /** A file path, encoded image bytes (JPEG/PNG/WebP), or decoded RGB pixels. */
-  image: string | Uint8Array | RgbImage;
+  /** A file path, encoded image bytes (JPEG/PNG/WebP), or decoded RGB pixels; none for a text-only prompt. */
+  image?: string | Uint8Array | RgbImage;
   /** The user's question, wrapped by the chat template; or, with rawPrompt, the whole prompt. */
   prompt: string;
-  /** Use `prompt` verbatim; it must hold exactly one image placeholder. */
+  /** Use `prompt` verbatim; it must hold exactly one image placeholder (none without an image). */
   rawPrompt?: boolean;
+  /**
+   * Continue from this model's KV cache when the prompt (and image) extends the previous call's
+   * prompt and answer, as a conversation's next turn does: only the new tokens are prefilled. A
+   * reused turn runs dense over what the cache holds (the image tokens its first turn's policy kept).
+   */
+  reuseCache?: boolean;
   maxNewTokens?: number;
   /** Overrides the checkpoint's generation_config.json (do_sample, temperature, top_k, top_p), field by field. */
   sampling?: SamplingOptions;
@@ -41,7 +47,7 @@ export interface GenerateOptions {
   signal?: AbortSignal;
 }
 
-const OPTION_NAMES = ['image', 'prompt', 'rawPrompt', 'maxNewTokens', 'sampling', 'ignoreEos', 'stopStrings', 'onText', 'logprobs', 'onLogprob', 'policy', 'policyOptions', 'signal'];
+const OPTION_NAMES = ['image', 'prompt', 'rawPrompt', 'reuseCache', 'maxNewTokens', 'sampling', 'ignoreEos', 'stopStrings', 'onText', 'logprobs', 'onLogprob', 'policy', 'policyOptions', 'signal'];
 const SAMPLING_NAMES = ['doSample', 'temperature', 'topK', 'topP', 'seed'];
 
 export const isRgbImage = (x: unknown): x is RgbImage => typeof x === 'object' && x !== null && !(x instanceof Uint8Array);
@@ -82,9 +88,9 @@ export function checkGenerateOptions(options: unknown): asserts options is Gener
   if (!isPlainObject(options)) fail('its argument', 'an options object {image, prompt, ...}', options);
   const o = options as Record<string, unknown>;
   checkKeys(o, OPTION_NAMES, 'option');
-  checkImage(o.image);
+  if (o.image !== undefined) checkImage(o.image);
   if (typeof o.prompt !== 'string') fail('prompt', 'a string', o.prompt);
-  for (const flag of ['rawPrompt', 'ignoreEos']) if (o[flag] !== undefined && typeof o[flag] !== 'boolean') fail(flag, 'true or false', o[flag]);
+  for (const flag of ['rawPrompt', 'ignoreEos', 'reuseCache']) if (o[flag] !== undefined && typeof o[flag] !== 'boolean') fail(flag, 'true or false', o[flag]);
   if (o.maxNewTokens !== undefined && !(Number.isSafeInteger(o.maxNewTokens) && (o.maxNewTokens as number) > 0)) fail('maxNewTokens', 'a positive integer', o.maxNewTokens);
   if (o.stopStrings !== undefined && !(Array.isArray(o.stopStrings) && o.stopStrings.every((s) => typeof s === 'string' && s.length > 0))) {
     fail('stopStrings', 'an array of non-empty strings', o.stopStrings);

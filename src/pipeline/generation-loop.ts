@@ -29,8 +29,10 @@ export interface GenerationStats {
 
 export interface LoopInput {
   decoder: LlamaDecoder;
-  /** Emptied and sized here for the prompt and the new tokens. */
+  /** Emptied and sized here for the prompt and the new tokens, unless `reusedTokens` > 0. */
   cache: KvCache;
+  /** Prompt tokens whose keys and values `cache` already holds (a conversation's earlier turns): only the rest is prefilled. */
+  reusedTokens?: number;
   tokenizer: Detokenizes;
   promptIds: number[];
   imageStart: number;
@@ -73,11 +75,13 @@ export interface LoopOutput {
 export async function generateTokens(input: LoopInput): Promise<LoopOutput> {
   const { decoder, policy, cache } = input;
   const c = decoder.config;
+  const reused = input.reusedTokens ?? 0;
   // The last new token is sampled but never run through the decoder.
-  cache.reset(input.promptIds.length + input.maxNewTokens - 1);
+  if (reused > 0) cache.reserve(input.promptIds.length + input.maxNewTokens - 1);
+  else cache.reset(input.promptIds.length + input.maxNewTokens - 1);
   policy.begin({
     numLayers: c.numHiddenLayers,
-    promptLength: input.promptIds.length,
+    promptLength: input.promptIds.length - reused,
     imageStart: input.imageStart,
     imageTokens: input.imageTokens,
     intermediateSize: c.intermediateSize,
@@ -98,10 +102,12 @@ export async function generateTokens(input: LoopInput): Promise<LoopOutput> {
   };
 
   const t0 = performance.now();
-  const embedded = decoder.embed(input.promptIds);
-  embedded.set(input.imageFeatures, input.imageStart * c.hiddenSize);
-  policy.mergeImageFeatures?.(embedded.subarray(input.imageStart * c.hiddenSize, (input.imageStart + input.imageTokens) * c.hiddenSize), c.hiddenSize);
-  const positions = input.promptIds.map((_, i) => i);
+  const embedded = decoder.embed(input.promptIds.slice(reused));
+  if (input.imageTokens > 0) {
+    embedded.set(input.imageFeatures, (input.imageStart - reused) * c.hiddenSize);
+    policy.mergeImageFeatures?.(embedded.subarray((input.imageStart - reused) * c.hiddenSize, (input.imageStart - reused + input.imageTokens) * c.hiddenSize), c.hiddenSize);
+  }
+  const positions = input.promptIds.slice(reused).map((_, i) => reused + i);
   const prefill = await decoder.forward(embedded, positions, cache, { hooks: policyHooks(policy, cache, c) });
   let token = choose(prefill.logits);
   const t1 = performance.now();

@@ -51,8 +51,8 @@ export class LlavaProcessor {
     return new LlavaProcessor(tokenizer, imageProcessor, template, imageToken, id, imageTokenCount(config));
   }
 
-  /** The prompt text for a question about the image: the chat template, or LLaVA-1.5's format. */
-  renderPrompt(question: string): string {
+  /** The prompt text for a question about the image (or, `withImage` false, a text-only one): the chat template, or LLaVA-1.5's format. */
+  renderPrompt(question: string, withImage = true): string {
     const typed = countOccurrences(question, this.imageToken);
     if (typed > 0) {
       throw new CorematchingError(
@@ -60,7 +60,7 @@ export class LlavaProcessor {
           `remove ${typed > 1 ? 'them' : 'it'}, or pass the whole prompt verbatim with --raw-prompt (library: rawPrompt: true)`,
       );
     }
-    return this.template.render(question);
+    return withImage ? this.template.render(question) : this.template.renderConversation([{ role: 'user', content: [{ type: 'text', text: question }] }]);
   }
 
   /** The prompt text of a whole conversation through the chat template. */
@@ -68,8 +68,8 @@ export class LlavaProcessor {
     return this.template.renderConversation(messages);
   }
 
-  /** Token ids of a prompt text holding one image placeholder, expanded to the image tokens. */
-  encode(prompt: string): EncodedPrompt {
-    return encodePrompt(prompt, this.imageToken, this.imageTokenId, this.imageTokenCount, this.tokenizer);
+  /** Token ids of a prompt text holding one image placeholder, expanded to the image tokens (or, `withImage` false, none). */
+  encode(prompt: string, withImage = true): EncodedPrompt {
+    return encodePrompt(prompt, this.imageToken, this.imageTokenId, this.imageTokenCount, this.tokenizer, withImage);
   }
 }

@@ -1,6 +1,7 @@
 /**
  * Prompt text -> token ids, as LlavaProcessor does it: the single image placeholder is expanded to
- * one image token per image feature, then the tokenizer's own special-token rules apply.
+ * one image token per image feature, then the tokenizer's own special-token rules apply. A
+ * text-only prompt has no placeholder.
  */
 import { CorematchingError } from '../io/errors.js';
 
@@ -10,8 +11,10 @@ export interface Tokenizes {
 
 export interface EncodedPrompt {
   ids: number[];
-  /** Index of the first image token; image tokens are contiguous. */
+  /** Index of the first image token; image tokens are contiguous. A text-only prompt: its length. */
   imageStart: number;
+  /** Image tokens in the prompt: one image's, or 0. */
+  imageTokens: number;
 }
 
 export function countOccurrences(text: string, needle: string): number {
@@ -20,8 +23,15 @@ export function countOccurrences(text: string, needle: string): number {
   return count;
 }
 
-export function encodePrompt(prompt: string, imageToken: string, imageTokenId: number, imageTokens: number, tokenizer: Tokenizes): EncodedPrompt {
+/** A prompt with one image placeholder (`withImage`), or a text-only one with none. */
+export function encodePrompt(prompt: string, imageToken: string, imageTokenId: number, imageTokens: number, tokenizer: Tokenizes, withImage = true): EncodedPrompt {
   const found = countOccurrences(prompt, imageToken);
+  if (!withImage) {
+    if (found !== 0) throw new CorematchingError(`the prompt holds ${found} ${imageToken} placeholder${found > 1 ? 's' : ''} but no image was given`);
+    const ids = tokenizer.encode(prompt);
+    if (ids.includes(imageTokenId)) throw new CorematchingError(`the prompt's text encodes to the image token (id ${imageTokenId}) but no image was given`);
+    return { ids, imageStart: ids.length, imageTokens: 0 };
+  }
   if (found !== 1) {
     throw new CorematchingError(`the prompt must contain exactly one ${imageToken} placeholder for the image; found ${found}`);
   }
@@ -33,5 +43,5 @@ export function encodePrompt(prompt: string, imageToken: string, imageTokenId: n
       `the tokenizer did not turn ${imageToken} into ${imageTokens} contiguous image tokens (id ${imageTokenId}); is ${imageToken} an added token in tokenizer.json?`,
     );
   }
-  return { ids, imageStart };
+  return { ids, imageStart, imageTokens };
 }

@@ -58,7 +58,13 @@ export interface GenerateResult {
   finishReason: 'stop' | 'length';
   promptTokens: number[];
   imageTokens: number;
-  stats: GenerationStats & { preprocessMs: number; visionMs: number; firstTokenMs: number };
+  stats: GenerationStats & {
+    /** Prompt tokens taken from the previous call's KV cache (`reuseCache`), not prefilled again. */
+    reusedPromptTokens: number;
+    preprocessMs: number;
+    visionMs: number;
+    firstTokenMs: number;
+  };
   sparsity: SparsityReport & { flops: PhaseFlops; denseFlops: PhaseFlops };
 }
 
@@ -130,33 +136,39 @@ export class VisionLanguageModel {
     const maxNewTokens = options.maxNewTokens ?? this.generationConfig.maxNewTokens ?? 128;
     if (!Number.isInteger(maxNewTokens) || maxNewTokens < 1) throw new CorematchingError(`max new tokens must be a positive integer, got ${maxNewTokens}`);
     const sampling = this.sampling(options.sampling);
+    const processor = this.processor;
+    const withImage = options.image !== undefined;
 
     const t0 = performance.now();
-    const rgb = isRgbImage(options.image) ? options.image : await decodeImage(options.image);
-    const { pixelValues } = this.processor.imageProcessor.preprocess(rgb);
-    const t1 = performance.now();
-    const features = await this.model.imageFeatures(pixelValues);
-    const t2 = performance.now();
-
-    const processor = this.processor;
-    const prompt = processor.encode(options.rawPrompt ? options.prompt : processor.renderPrompt(options.prompt));
-    const imageTokens = processor.imageTokenCount;
+    const pixelValues = withImage ? processor.imageProcessor.preprocess(isRgbImage(options.image) ? options.image : await decodeImage(options.image!)).pixelValues : null;
+    const prompt = processor.encode(options.rawPrompt ? options.prompt : processor.renderPrompt(options.prompt, withImage), withImage);
     const context = this.config.text.maxPositionEmbeddings;
     if (prompt.ids.length >= context) {
-      throw new CorematchingError(`the prompt is ${prompt.ids.length} tokens (${imageTokens} of them image tokens); the model's context is ${context} tokens`);
+      throw new CorematchingError(`the prompt is ${prompt.ids.length} tokens (${prompt.imageTokens} of them image tokens); the model's context is ${context} tokens`);
     }
+    const imageKey = pixelValues === null ? null : pixelHash(pixelValues);
+    const reused = options.reuseCache ? this.reusablePrefix(prompt.ids, imageKey) : 0;
+    const keptBefore = reused > 0 ? this.cached!.keptImageTokens : null;
+    const t1 = performance.now();
+    // A reused prefix holds the image's tokens already: the vision tower does not run again.
+    const features = pixelValues !== null && reused === 0 ? await this.model.imageFeatures(pixelValues) : new Float32Array(0);
+    const t2 = performance.now();
+
     const c = this.config.text;
     const policy =
-      typeof options.policy === 'object' ? options.policy : createPolicy(options.policy ?? 'dense', options.policyOptions ?? {}, c.numHiddenLayers);
+      reused > 0 ? createPolicy('dense', {}, c.numHiddenLayers)
+      : typeof options.policy === 'object' ? options.policy : createPolicy(options.policy ?? 'dense', options.policyOptions ?? {}, c.numHiddenLayers);
     const eos = new Set(options.ignoreEos ? [] : [...this.config.text.eosTokenIds, ...this.generationConfig.eosTokenIds]);
+    this.cached = null; // until this call has filled the cache
     const generated = await generateTokens({
       decoder: this.model.decoder,
       cache: this.cache,
+      reusedTokens: reused,
       tokenizer: processor.tokenizer,
       promptIds: prompt.ids,
       imageStart: prompt.imageStart,
       imageFeatures: features,
-      imageTokens,
+      imageTokens: reused > 0 ? 0 : prompt.imageTokens,
       policy,
       maxNewTokens: Math.min(maxNewTokens, context - prompt.ids.length),
       sampling,
@@ -167,16 +179,37 @@ export class VisionLanguageModel {
       ...(options.onLogprob ? { onLogprob: options.onLogprob } : {}),
       ...(options.signal ? { signal: options.signal } : {}),
     });
+    // The last new token was sampled, never run: the cache holds the prompt and the others.
+    const report = { ...policy.report(), imageTokens: prompt.imageTokens, ...(keptBefore ? { keptImageTokens: keptBefore } : {}) };
+    this.cached = { ids: [...prompt.ids, ...generated.tokens.slice(0, -1)], imageKey, imageEnd: prompt.imageStart + prompt.imageTokens, keptImageTokens: report.keptImageTokens };
     return {
       text: generated.text,
       tokens: generated.tokens,
       ...(generated.logprobs ? { logprobs: generated.logprobs } : {}),
       finishReason: generated.finishReason,
       promptTokens: prompt.ids,
-      imageTokens,
-      stats: { ...generated.stats, preprocessMs: t1 - t0, visionMs: t2 - t1, firstTokenMs: t2 - t0 + generated.stats.prefillMs },
-      sparsity: { ...policy.report(), ...this.flops(prompt.ids.length, generated.work) },
+      imageTokens: prompt.imageTokens,
+      stats: { ...generated.stats, reusedPromptTokens: reused, preprocessMs: t1 - t0, visionMs: t2 - t1, firstTokenMs: t2 - t0 + generated.stats.prefillMs },
+      sparsity: { ...report, ...this.flops(prompt.ids.length, reused, features.length > 0, generated.work) },
     };
+  }
+
+  /** What the KV cache holds after the last call: its token ids, its image, where the image ends. */
+  private cached: { ids: number[]; imageKey: string | null; imageEnd: number; keptImageTokens: number[] } | null = null;
+
+  /**
+   * How many leading tokens of `ids` the cache can stand for: the longest common prefix with what
+   * it holds, when the image is the same and the prefix reaches past it (beyond the image every
+   * layer caches every token, so the tail can be dropped), leaving at least one token to prefill.
+   */
+  private reusablePrefix(ids: readonly number[], imageKey: string | null): number {
+    const cached = this.cached;
+    if (cached === null || cached.imageKey !== imageKey) return 0;
+    let common = 0;
+    while (common < cached.ids.length && common < ids.length - 1 && cached.ids[common] === ids[common]) common++;
+    if (common === 0 || common < cached.imageEnd) return 0;
+    this.cache.dropLast(cached.ids.length - common);
+    return common;
   }
 
   /**
@@ -193,14 +226,26 @@ export class VisionLanguageModel {
     return merged;
   }
 
-  /** FLOPs of this request as run, and of the same request run dense. */
-  private flops(promptLength: number, work: LayerWork): { flops: PhaseFlops; denseFlops: PhaseFlops } {
+  /** FLOPs of this request as run (`reused` prompt tokens not prefilled again), and of the same request run dense. */
+  private flops(promptLength: number, reused: number, ranVision: boolean, work: LayerWork): { flops: PhaseFlops; denseFlops: PhaseFlops } {
     const t = this.config.text;
-    const vision = visionFlops(this.config);
-    const all = Array<number>(t.numHiddenLayers).fill(promptLength);
+    const vision = ranVision ? visionFlops(this.config) : 0;
+    const all = Array<number>(t.numHiddenLayers).fill(promptLength - reused);
     return {
       flops: { vision, prefill: prefillFlops(t, work.prefillTokens), decodeStep: decodeStepFlops(t, work.cachedTokens, work.ffnWidths) },
-      denseFlops: { vision, prefill: prefillFlops(t, all), decodeStep: decodeStepFlops(t, all) },
+      denseFlops: { vision, prefill: prefillFlops(t, all), decodeStep: decodeStepFlops(t, work.cachedTokens.map(() => promptLength)) },
     };
   }
+}
+
+/** A fingerprint of an image's pixel values (FNV-1a over their bytes): is a turn's image the cached one? */
+function pixelHash(pixels: Float32Array): string {
+  const bytes = new Uint8Array(pixels.buffer, pixels.byteOffset, pixels.byteLength);
+  let h = 0x811c9dc5;
+  let g = 0x01000193;
+  for (let i = 0; i < bytes.length; i++) {
+    h = Math.imul(h ^ bytes[i]!, 0x01000193);
+    g = Math.imul(g ^ bytes[i]!, 0x0100019b);
+  }
+  return `${pixels.length}:${(h >>> 0).toString(16)}:${(g >>> 0).toString(16)}`;
 }
