@@ -2,6 +2,8 @@
 export { VisionLanguageModel, WEIGHT_FORMATS } from './pipeline/vision-language-model.js';
 export type { WeightFormat } from './graph/ops.js';
 export { LlavaProcessor, LLAVA_15_TEMPLATE } from './pipeline/processor.js';
+export { ChatSession, type TurnOptions } from './pipeline/chat-session.js';
+export type { TokenLogprob } from './pipeline/logprobs.js';
 export type { GenerateOptions, GenerateResult, LoadOptions, PhaseFlops } from './pipeline/vision-language-model.js';
 export type { GenerationStats } from './pipeline/generation-loop.js';
 export type { SamplingOptions } from './pipeline/sampling.js';

@@ -173,6 +173,24 @@ test('analyze orthogonality explains its columns on stdout', () => {
   assert.match(r.stdout, /qk is Wq\^T Wk .* share = sum\(diag\(M\)\^2\)/);
 });
 
+test('chat keeps the conversation in the KV cache; /reset, /image and a bad command are handled in the chat', () => {
+  const scene = fixturePath('scenes', 'images', 'test-000000.png');
+  const input = ['What color is the triangle?', 'How many circles are there?', '/reset', '/image nothing.png', '/bogus', `/image ${fixturePath('scenes', 'images', 'test-000001.png')}`, 'What color is the triangle?', '/quit', 'never asked'].join('\n');
+  const r = spawnSync(process.execPath, [cli, 'chat', '--image', scene, '--max-new-tokens', '4'], { encoding: 'utf8', input });
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.stdout.trim().split('\n').length, 3, r.stdout);
+  const turns = [...r.stderr.matchAll(/\[(\d+) prompt tokens, (\d+) of them from the cache/g)].map((m) => [Number(m[1]), Number(m[2])]);
+  assert.equal(turns.length, 3);
+  assert.equal(turns[0]![1], 0);
+  assert.ok(turns[1]![1] > 256 && turns[1]![1] < turns[1]![0], `second turn: ${turns[1]}`);
+  assert.equal(turns[2]![1], 0, 'another image starts over');
+  assert.match(r.stderr, /error: nothing\.png: image file not found/);
+  assert.match(r.stderr, /error: unknown command \/bogus/);
+  const bad = spawnSync(process.execPath, [cli, 'chat', '--image', 'missing.png'], { encoding: 'utf8', input: '' });
+  assert.equal(bad.status, 1);
+  assert.match(bad.stderr, /^error: missing\.png: image file not found/);
+});
+
 test('--version prints the package version', () => {
   const r = spawnSync(process.execPath, [cli, '--version'], { encoding: 'utf8' });
   assert.equal(r.status, 0);

@@ -19,6 +19,7 @@ import { decodeImage } from '../src/io/image.js';
 import { PromptTemplate } from '../src/io/chat-template.js';
 import { SafetensorsFile } from '../src/io/safetensors.js';
 import { TextTokenizer } from '../src/io/tokenizer.js';
+import { ChatSession } from '../src/pipeline/chat-session.js';
 import { VisionLanguageModel } from '../src/pipeline/vision-language-model.js';
 import { fixturePath, tempDir } from './helpers.js';
 
@@ -175,9 +176,27 @@ describe('fuzz: images and library arguments', () => {
     sampling: fc.oneof(fc.record({ doSample: fc.boolean(), temperature: fc.double(), topK: fc.integer(), topP: fc.double(), seed: fc.integer() }, { requiredKeys: [] }), fc.anything({ maxDepth: 1 })),
     logprobs: fc.oneof(fc.integer({ min: -2, max: 22 }), fc.constantFrom(0.5, NaN, Infinity, '3', null, true)),
     onLogprob: fc.oneof(fc.constant(() => undefined), fc.anything({ maxDepth: 1 })),
-  }, { requiredKeys: ['image', 'prompt'] });
+    reuseCache: fc.oneof(fc.boolean(), fc.anything({ maxDepth: 1 })),
+  }, { requiredKeys: ['prompt'] });
 
   test('generate() arguments', () => fc.assert(fc.asyncProperty(options, (opts) => endsCleanly(
     () => vlm.generate(opts as unknown as Parameters<VisionLanguageModel['generate']>[0]),
   )), params));
+
+  // A conversation: turns of any text (placeholders, template syntax, nothing), resets and image changes in any order.
+  const turn = fc.oneof(
+    fc.record({ say: fc.oneof(fc.string({ maxLength: 30 }), fc.constantFrom('<image>', '{{ messages }}', '<|im_end|>', '')) }),
+    fc.constant({ reset: true }),
+    fc.record({ image: fc.oneof(fc.constant(undefined), fc.constant(fixturePath('photos', 'chelsea.png')), fc.string({ maxLength: 8 })) }),
+  );
+  test('chat sessions', () => fc.assert(fc.asyncProperty(fc.array(turn, { maxLength: 5 }), (turns) => endsCleanly(async () => {
+    const session = new ChatSession(vlm, { maxNewTokens: 2 });
+    for (const t of turns) {
+      if ('reset' in t) session.reset();
+      else if ('image' in t) session.setImage(t.image);
+      else await session.send(t.say).catch((err: unknown) => {
+        if (!(err instanceof CorematchingError)) throw err;
+      });
+    }
+  })), params));
 });

@@ -86,12 +86,28 @@ describe('serve', () => {
     const stream = await client.chat.completions.create({ ...body, stream: true });
     const streamed: typeof content = [];
     for await (const chunk of stream) streamed.push(...(chunk.choices[0]?.logprobs?.content ?? []));
-    assert.deepEqual(streamed, content);
+    // The same conversation again reuses the cache (all but its last prompt token): the same tokens, logprobs to float rounding.
+    assert.deepEqual(streamed.map((c) => [c.token, c.top_logprobs.map((t) => t.token)]), content.map((c) => [c.token, c.top_logprobs.map((t) => t.token)]));
+    streamed.forEach((c, i) => assert.ok(Math.abs(c.logprob - content[i]!.logprob) < 1e-4));
     const plain = await client.chat.completions.create({ model: 'default', messages: question('How many circles are there?'), max_tokens: 8 });
     assert.equal(plain.choices[0]!.logprobs, null);
     await expectError(post({ messages: question('q'), top_logprobs: 2 }), 400, 'top_logprobs needs logprobs: true');
     await expectError(post({ messages: question('q'), logprobs: true, top_logprobs: 21 }), 400, 'top_logprobs must be an integer in 0 .. 20');
     await expectError(post({ messages: question('q'), logprobs: 'yes' }), 400, 'logprobs must be true or false');
+  });
+
+  test('a text-only turn answers without an image; a dense conversation\'s next turn reuses the cache', async () => {
+    const text = await client.chat.completions.create({ model: 'default', messages: [{ role: 'user', content: 'What color is the triangle?' }], max_tokens: 4, temperature: 0 });
+    assert.equal(typeof text.choices[0]!.message.content, 'string');
+    const report = (r: unknown) => (r as { corematching: { image_tokens: number; flops: { vision: number } } }).corematching;
+    assert.equal(report(text).image_tokens, 0);
+    assert.equal(report(text).flops.vision, 0);
+    const first = await client.chat.completions.create({ model: 'default', messages: question('What color is the triangle?'), max_tokens: 4, temperature: 0 });
+    const messages = [...question('What color is the triangle?'), { role: 'assistant' as const, content: first.choices[0]!.message.content! }, { role: 'user' as const, content: 'How many circles are there?' }];
+    const next = await client.chat.completions.create({ model: 'default', messages, max_tokens: 4, temperature: 0 });
+    assert.equal(report(next).flops.vision, 0, 'the image came from the cache');
+    const sparse = await client.chat.completions.create({ model: 'default', messages, max_tokens: 4, temperature: 0, corematching: { policy: 'corematching', budget: 16 } } as OpenAI.ChatCompletionCreateParamsNonStreaming);
+    assert.ok(report(sparse).flops.vision > 0, 'a sparse request runs whole');
   });
 
   test('a multi-turn conversation goes through the chat template; files only under --allow-files', async () => {
@@ -113,7 +129,8 @@ describe('serve', () => {
     await expectError(post('{"messages": ['), 400, 'not valid JSON');
     await expectError(post({ messages: question('q'), temperature: 7 }), 400, 'temperature must be');
     await expectError(post({ messages: question('q'), corematching: { policy: 'corematching', budget: -1 } }), 400, 'budget');
-    await expectError(post({ messages: [{ role: 'user', content: 'no image' }] }), 422, 'exactly one image');
+    const twoImages = [{ role: 'user', content: [{ type: 'image_url', image_url: { url: dataUrl } }, { type: 'image_url', image_url: { url: dataUrl } }, { type: 'text', text: 'q' }] }];
+    await expectError(post({ messages: twoImages }), 422, 'at most one image');
     await expectError(post({ messages: question('q', 'https://example.com/cat.png') }), 422, 'remote image URLs are not fetched');
     await expectError(post({ messages: question('q', 'data:image/png;base64,aGVsbG8=') }), 400, 'not a readable image');
     await expectError(post({ messages: question('word '.repeat(300)) }), 400, 'more than the limit of 400');

@@ -5,6 +5,7 @@ import { Command } from 'commander';
 import { CorematchingError } from '../io/errors.js';
 import { ablateCommand } from './ablate.js';
 import { analyzeCommand } from './analyze.js';
+import { chatCommand } from './chat.js';
 import { evalCommand } from './eval.js';
 import { runCommand } from './run.js';
 import { serveCommand } from './serve.js';
@@ -21,6 +22,7 @@ const program = new Command()
   .showHelpAfterError("(add --help for the command's options)");
 
 runCommand(program);
+chatCommand(program);
 evalCommand(program);
 visualizeCommand(program);
 analyzeCommand(program);

@@ -21,8 +21,9 @@ export interface GenerateOptions {
   rawPrompt?: boolean;
   /**
    * Continue from this model's KV cache when the prompt (and image) extends the previous call's
-   * prompt and answer, as a conversation's next turn does: only the new tokens are prefilled. A
-   * reused turn runs dense over what the cache holds (the image tokens its first turn's policy kept).
+   * prompt and answer and the policy (name and options) is the same, as a conversation's next turn
+   * is: only the new tokens are prefilled. A reused turn runs dense over what the cache holds (the
+   * image tokens its first turn's policy kept).
    */
   reuseCache?: boolean;
   maxNewTokens?: number;

@@ -147,7 +147,9 @@ export class VisionLanguageModel {
       throw new CorematchingError(`the prompt is ${prompt.ids.length} tokens (${prompt.imageTokens} of them image tokens); the model's context is ${context} tokens`);
     }
     const imageKey = pixelValues === null ? null : pixelHash(pixelValues);
-    const reused = options.reuseCache ? this.reusablePrefix(prompt.ids, imageKey) : 0;
+    // A cache is continued only under the policy and options that built it (a pruned cache is no dense run's).
+    const policyKey = typeof options.policy === 'object' ? null : JSON.stringify([options.policy ?? 'dense', options.policyOptions ?? {}]);
+    const reused = options.reuseCache && policyKey !== null && this.cached?.policyKey === policyKey ? this.reusablePrefix(prompt.ids, imageKey) : 0;
     const keptBefore = reused > 0 ? this.cached!.keptImageTokens : null;
     const t1 = performance.now();
     // A reused prefix holds the image's tokens already: the vision tower does not run again.
@@ -181,7 +183,7 @@ export class VisionLanguageModel {
     });
     // The last new token was sampled, never run: the cache holds the prompt and the others.
     const report = { ...policy.report(), imageTokens: prompt.imageTokens, ...(keptBefore ? { keptImageTokens: keptBefore } : {}) };
-    this.cached = { ids: [...prompt.ids, ...generated.tokens.slice(0, -1)], imageKey, imageEnd: prompt.imageStart + prompt.imageTokens, keptImageTokens: report.keptImageTokens };
+    this.cached = { ids: [...prompt.ids, ...generated.tokens.slice(0, -1)], imageKey, policyKey, imageEnd: prompt.imageStart + prompt.imageTokens, keptImageTokens: report.keptImageTokens };
     return {
       text: generated.text,
       tokens: generated.tokens,
@@ -194,8 +196,8 @@ export class VisionLanguageModel {
     };
   }
 
-  /** What the KV cache holds after the last call: its token ids, its image, where the image ends. */
-  private cached: { ids: number[]; imageKey: string | null; imageEnd: number; keptImageTokens: number[] } | null = null;
+  /** What the KV cache holds after the last call: its token ids, its image, the policy that built it, where the image ends. */
+  private cached: { ids: number[]; imageKey: string | null; policyKey: string | null; imageEnd: number; keptImageTokens: number[] } | null = null;
 
   /**
    * How many leading tokens of `ids` the cache can stand for: the longest common prefix with what

@@ -1,6 +1,6 @@
 /**
  * An OpenAI chat-completions request checked and turned into what the engine takes: the
- * conversation for the chat template with its one image, the sampling and stopping options, and
+ * conversation for the chat template with its image (or none), the sampling and stopping options, and
  * the `corematching` extension (policy and options). Every problem is a 400 or 422 naming the field.
  */
 import fs from 'node:fs';
@@ -15,8 +15,8 @@ import { ApiError, badRequest, unsupported } from './api-error.js';
 
 export interface ChatRequest {
   messages: ChatMessage[];
-  /** The encoded image (data: URL payload or an allowed file). */
-  image: Uint8Array;
+  /** The encoded image (data: URL payload or an allowed file); null for a text-only conversation. */
+  image: Uint8Array | null;
   maxTokens: number | undefined;
   sampling: SamplingOptions;
   stop: string[];
@@ -112,7 +112,7 @@ export function parseChatRequest(body: unknown, limits: RequestLimits): ChatRequ
     }
     return { role: m.role, content: contentParts(m.content, `${param}.content`, images, limits) };
   });
-  if (images.length !== 1) throw unsupported(`a conversation needs exactly one image (an image_url part), got ${images.length}`, 'messages');
+  if (images.length > 1) throw unsupported(`a conversation holds at most one image (an image_url part), got ${images.length}`, 'messages');
   if (messages.at(-1)!.role !== 'user') throw badRequest('the last message must be from the user', 'messages');
 
   const maxTokens = number(body, 'max_completion_tokens', (x) => Number.isSafeInteger(x) && x > 0, 'a positive integer') ?? number(body, 'max_tokens', (x) => Number.isSafeInteger(x) && x > 0, 'a positive integer');
@@ -135,5 +135,5 @@ export function parseChatRequest(body: unknown, limits: RequestLimits): ChatRequ
   const top = number(body, 'top_logprobs', (x) => Number.isSafeInteger(x) && x >= 0 && x <= MAX_TOP_LOGPROBS, `an integer in 0 .. ${MAX_TOP_LOGPROBS}`);
   if (top !== undefined && body.logprobs !== true) throw badRequest('top_logprobs needs logprobs: true', 'top_logprobs');
   const topLogprobs = body.logprobs === true ? (top ?? 0) : undefined;
-  return { messages, image: images[0]!, maxTokens, sampling, stop, stream: body.stream === true, includeUsage, topLogprobs, ...policyExtension(body.corematching) };
+  return { messages, image: images[0] ?? null, maxTokens, sampling, stop, stream: body.stream === true, includeUsage, topLogprobs, ...policyExtension(body.corematching) };
 }

@@ -215,11 +215,11 @@ export class CorematchingServer {
 
   private async run(model: VisionLanguageModel, r: ChatRequest, res: http.ServerResponse, signal: AbortSignal): Promise<void> {
     const o = this.options;
-    const image = await decodeImage(r.image, 'image_url', o.maxImagePixels).catch((err: unknown) => {
+    const image = r.image === null ? undefined : await decodeImage(r.image, 'image_url', o.maxImagePixels).catch((err: unknown) => {
       throw err instanceof CorematchingError ? badRequest(err.message, 'messages', 'invalid_image') : err;
     });
     const prompt = model.processor.renderConversation(r.messages);
-    const promptTokens = model.processor.encode(prompt).ids.length;
+    const promptTokens = model.processor.encode(prompt, image !== undefined).ids.length;
     if (promptTokens > o.maxPromptTokens) {
       throw badRequest(`the prompt is ${promptTokens} tokens, more than the limit of ${o.maxPromptTokens} (--max-prompt-tokens)`, 'messages', 'context_length_exceeded');
     }
@@ -237,16 +237,19 @@ export class CorematchingServer {
       res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache', Connection: 'keep-alive' });
       res.write(chunk({ role: 'assistant', content: '' }, null));
     }
+    const policy = r.policy ?? o.policy;
     let result: GenerateResult;
     try {
       result = await model.generate({
-        image,
+        ...(image !== undefined ? { image } : {}),
         prompt,
         rawPrompt: true,
+        // A conversation's next turn prefills only its new tokens; a reused cache runs dense, so only dense requests reuse it.
+        reuseCache: policy === 'dense',
         maxNewTokens: r.maxTokens ?? o.maxTokens,
         sampling: r.sampling,
         stopStrings: r.stop,
-        policy: r.policy ?? o.policy,
+        policy,
         policyOptions: r.policy === undefined ? { ...o.policyOptions, ...r.policyOptions } : r.policyOptions,
         signal,
         ...(r.topLogprobs !== undefined ? { logprobs: r.topLogprobs, ...(r.stream ? { onLogprob: (e: TokenLogprob) => pendingLogprobs.push(e) } : {}) } : {}),
