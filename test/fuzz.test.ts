@@ -1,8 +1,8 @@
 /**
  * Property-based fuzzing of every input a user or a checkpoint hands the engine: safetensors
- * headers and offsets, shard indexes, config.json, tokenizer files, chat templates, image bytes and
- * library arguments. Each generated input must end in success or a CorematchingError within a
- * time bound: any other exception, a hang or a crash fails the run, and fast-check shrinks it to a
+ * headers and offsets, shard indexes, config.json, tokenizer files, chat templates, image bytes,
+ * library arguments and what a hub answers for a model id. Each generated input must end in success
+ * or a CorematchingError within a time bound: any other exception, a hang or a crash fails the run, and fast-check shrinks it to a
  * minimal counterexample.
  *
  * `npm test` runs a small fixed budget; `npm run fuzz` a large one (COREMATCHING_FUZZ_RUNS, default 1000; COREMATCHING_FUZZ_SEED).
@@ -15,6 +15,7 @@ import fc from 'fast-check';
 import { Checkpoint } from '../src/io/checkpoint.js';
 import { loadLlavaConfig } from '../src/io/config.js';
 import { CorematchingError } from '../src/io/errors.js';
+import { resolveModelDir } from '../src/io/hub.js';
 import { decodeImage } from '../src/io/image.js';
 import { PromptTemplate } from '../src/io/chat-template.js';
 import { SafetensorsFile } from '../src/io/safetensors.js';
@@ -22,6 +23,7 @@ import { TextTokenizer } from '../src/io/tokenizer.js';
 import { ChatSession } from '../src/pipeline/chat-session.js';
 import { VisionLanguageModel } from '../src/pipeline/vision-language-model.js';
 import { fixturePath, tempDir } from './helpers.js';
+import { startHubStandIn, type StandIn, type TreeEntry } from './hub-stand-in.js';
 
 const RUNS = Number(process.env.COREMATCHING_FUZZ_RUNS ?? 100);
 const SEED = process.env.COREMATCHING_FUZZ_SEED === undefined ? 20261129 : Number(process.env.COREMATCHING_FUZZ_SEED);
@@ -198,5 +200,34 @@ describe('fuzz: images and library arguments', () => {
         if (!(err instanceof CorematchingError)) throw err;
       });
     }
+  })), params));
+});
+
+describe('fuzz: a hub that lies', () => {
+  // A tiny repo (the files need not parse: resolving a model id only downloads and verifies them).
+  const repo = 'fuzz/tiny';
+  const files = new Map([['config.json', Buffer.from('{"model_type": "llava"}')], ['model.safetensors', Buffer.alloc(300, 7)], ['sub/tokenizer.json', Buffer.from('{}')]]);
+  let hub: StandIn;
+  let honest: TreeEntry[];
+  before(async () => {
+    hub = await startHubStandIn(repo, files);
+    honest = structuredClone(hub.tree);
+  });
+  after(() => hub.close());
+  const field = fc.constantFrom('type', 'path', 'size', 'oid', 'lfs');
+  const value = fc.oneof(
+    fc.jsonValue({ maxDepth: 1 }),
+    fc.constantFrom('../x', '/etc/passwd', 'a//b', 'config.json/x', 'sub', '', -1, 0, 1, 299, 301, 1e12, 2 ** 53, 1.5, 'f'.repeat(40), { oid: 'a'.repeat(64), size: 300 }),
+  );
+  const lie = fc.tuple(fc.nat(), field, value);
+  const extra = fc.option(fc.record({ type: fc.constant('file'), path: fc.constantFrom('extra.json', 'config.json', 'x/../y.json'), size: fc.nat({ max: 400 }), oid: fc.constant('b'.repeat(40)) }), { nil: undefined });
+  const served = fc.option(fc.tuple(fc.constantFrom(...files.keys()), fc.uint8Array({ maxLength: 400 })), { nil: undefined });
+  test('tree listings and served bytes', () => fc.assert(fc.asyncProperty(fc.array(lie, { maxLength: 3 }), extra, served, (lies, more, bytes) => endsCleanly(async () => {
+    hub.tree.splice(0, hub.tree.length, ...structuredClone(honest));
+    for (const [i, key, v] of lies) (hub.tree[i % hub.tree.length] as unknown as Record<string, unknown>)[key] = v;
+    if (more !== undefined) hub.tree.push(more);
+    hub.serve.clear();
+    if (bytes !== undefined) hub.serve.set(bytes[0], Buffer.from(bytes[1]));
+    await resolveModelDir(repo, { cacheDir: tempDir('cm-fuzz-hub-'), hubUrl: hub.url, offline: false });
   })), params));
 });

@@ -45,7 +45,7 @@ function phases(r: GenerateResult): number[] {
 }
 
 export function ablateCommand(program: Command): void {
-  const command = addModelFlags(program.command('ablate').description('Wall time of dense, tokens only, neurons only and both (the paper\'s Figure 9), per phase.'), 'checkpoint folder (default: the shipped model)')
+  const command = addModelFlags(program.command('ablate').description('Wall time of dense, tokens only, neurons only and both (the paper\'s Figure 9), per phase.'))
     .requiredOption('--image <file>', 'image file')
     .requiredOption('--prompt <text>', 'question about the image')
     .option('--tokens <n>', 'new tokens decoded per run (end-of-sequence ignored)', positiveInt, 32)

@@ -127,7 +127,7 @@ async function criteriaAction(o: CriteriaFlags): Promise<void> {
 
 /** Registers `analyze criteria` under `analyze`. */
 export function addCriteriaCommand(analyze: Command): void {
-  const criteria = addModelFlags(analyze.command('criteria').description("Token-selection criteria compared: rank correlation of their scores and the share of the question's target patches each keeps."), 'checkpoint folder (default: the shipped model)')
+  const criteria = addModelFlags(analyze.command('criteria').description("Token-selection criteria compared: rank correlation of their scores and the share of the question's target patches each keeps."))
     .requiredOption('--data <dir>', 'folder with questions.jsonl, targets.jsonl and images (scripts/scenes.py)')
     .addOption(new Option('--budgets <list>', 'image-token counts to compare at').argParser(countList).default(countList('16,64'), '16,64'))
     .option('--limit <n>', 'only the first n questions', positiveInt)

@@ -8,7 +8,7 @@ import { loadLlavaConfig } from '../io/config.js';
 import { CorematchingError } from '../io/errors.js';
 import { heatMap, lineChart, svgToPng } from '../report/charts.js';
 import { htmlReport, markdownTable, type ReportSection } from '../report/html-report.js';
-import { defaultModelDir } from '../io/default-model.js';
+import { MODEL_HELP, modelFolder } from './load-model.js';
 import { nonNegativeInt, positiveInt } from './options.js';
 
 interface OrthogonalityFlags {
@@ -57,14 +57,14 @@ export function addOrthogonalityCommand(analyze: Command): void {
   analyze
     .command('orthogonality')
     .description('Per decoder layer: how close Wq^T Wk, Wo Wo^T and Wdown Wdown^T are to a scaled identity, against Gaussian matrices.')
-    .option('--model <dir>', 'checkpoint folder (default: the shipped model)')
+    .option('--model <dir|org/name>', MODEL_HELP)
     .option('--layer <l>', 'layer whose Wq^T Wk block is drawn (default: the middle one)', nonNegativeInt)
     .option('--threads <n>', 'ONNX Runtime threads', positiveInt)
     .option('--json', 'print the figures as JSON')
     .option('--out <prefix>', 'write PREFIX-layers.png and PREFIX-heatmap.png')
     .option('--report <file>', 'write a self-contained HTML report')
     .action(async (o: OrthogonalityFlags) => {
-      const dir = o.model ?? defaultModelDir();
+      const dir = await modelFolder(o.model);
       const config = loadLlavaConfig(dir);
       const layers = config.text.numHiddenLayers;
       if (o.layer !== undefined && o.layer >= layers) throw new CorematchingError(`--layer must be in 0 .. ${layers - 1} (the model has ${layers} decoder layers), got ${o.layer}`);

@@ -19,7 +19,7 @@ interface ChatFlags extends ModelFlags, PolicyFlags, SamplingFlags {
 const HELP = 'type a question; /image FILE talks about another image, /reset forgets the conversation, /quit leaves';
 
 export function chatCommand(program: Command): void {
-  const command = addModelFlags(program.command('chat').description(`A multi-turn conversation about an image in the terminal (${HELP}).`), 'checkpoint folder (default: the shipped model)')
+  const command = addModelFlags(program.command('chat').description(`A multi-turn conversation about an image in the terminal (${HELP}).`))
     .option('--image <file>', 'the image to talk about (without it: text only until /image)');
   addPolicyFlags(addSamplingFlags(command)).action(async (o: ChatFlags) => {
     const { policy, policyOptions } = policyFromFlags(o);

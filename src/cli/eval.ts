@@ -86,7 +86,7 @@ export function sweepTable(rows: SweepRow[], types: string[], f1Types: string[] 
 }
 
 export function evalCommand(program: Command): void {
-  const command = addModelFlags(program.command('eval').description('Exact-match accuracy on a question set (a folder with questions.jsonl), per question type.'), 'checkpoint folder (default: the shipped model)')
+  const command = addModelFlags(program.command('eval').description('Exact-match accuracy on a question set (a folder with questions.jsonl), per question type.'))
     .requiredOption('--data <dir>', 'folder with questions.jsonl and its images (see scripts/scenes.py)')
     .option('--limit <n>', 'only the first n questions', positiveInt)
     .option('--json', 'print the report as JSON')

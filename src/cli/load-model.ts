@@ -4,6 +4,7 @@ import { Option, type Command } from 'commander';
 import type { WeightFormat } from '../graph/ops.js';
 import { VisionLanguageModel, WEIGHT_FORMATS } from '../pipeline/vision-language-model.js';
 import { defaultModelDir } from '../io/default-model.js';
+import { resolveModelDir } from '../io/hub.js';
 import { positiveInt } from './options.js';
 
 export interface ModelFlags {
@@ -12,17 +13,45 @@ export interface ModelFlags {
   weights: WeightFormat;
 }
 
-export function addModelFlags(command: Command, modelHelp: string): Command {
+export const MODEL_HELP = 'checkpoint folder, or a Hugging Face model id org/name (from the hub cache; downloaded unless HF_HUB_OFFLINE) (default: the shipped model)';
+
+export function addModelFlags(command: Command): Command {
   return command
-    .option('--model <dir>', modelHelp)
+    .option('--model <dir|org/name>', MODEL_HELP)
     .addOption(new Option('--weights <format>', 'linear weights: fp32, or int8 or int4 quantized at load time').choices(WEIGHT_FORMATS).default('fp32'))
     .option('--threads <n>', 'ONNX Runtime threads', positiveInt);
 }
 
+function progressBar(format: string): SingleBar {
+  return new SingleBar({ format, stream: process.stderr, clearOnComplete: true }, Presets.shades_classic);
+}
+
+/** The folder `--model` names: itself, the shipped model, or a hub model's snapshot (downloading with a progress bar on a terminal). */
+export async function modelFolder(model: string | undefined, quiet = false): Promise<string> {
+  if (model === undefined) return defaultModelDir();
+  const bar = progressBar('downloading {file} {bar} {percentage}% of {size}');
+  let current: string | null = null;
+  try {
+    return await resolveModelDir(model, {
+      onDownload: (file, done, total) => {
+        if (quiet || !process.stderr.isTTY) return;
+        if (file !== current) {
+          if (current !== null) bar.stop();
+          bar.start(total, done, { file, size: `${(total / 2 ** 20).toFixed(1)} MiB` });
+          current = file;
+        }
+        bar.update(done);
+      },
+    });
+  } finally {
+    if (current !== null) bar.stop();
+  }
+}
+
 export async function loadWithProgress(flags: ModelFlags, quiet = false): Promise<VisionLanguageModel> {
-  const bar = new SingleBar({ format: 'loading {bar} {value}/{total} layers', stream: process.stderr, clearOnComplete: true }, Presets.shades_classic);
+  const bar = progressBar('loading {bar} {value}/{total} layers');
   let started = false;
-  const model = await VisionLanguageModel.load(flags.model ?? defaultModelDir(), {
+  const model = await VisionLanguageModel.load(await modelFolder(flags.model, quiet), {
     ...(flags.threads !== undefined ? { threads: flags.threads } : {}),
     weights: flags.weights,
     onProgress: (done, total) => {

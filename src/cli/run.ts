@@ -14,10 +14,7 @@ interface RunOptions extends PolicyFlags, ModelFlags, SamplingFlags {
 }
 
 export function runCommand(program: Command): void {
-  const command = addModelFlags(
-    program.command('run').description('Answer a question about an image.'),
-    'Hugging Face LLaVA checkpoint folder (default: the model shipped with corematching)',
-  )
+  const command = addModelFlags(program.command('run').description('Answer a question about an image.'))
     .requiredOption('--image <file>', 'image file (JPEG, PNG or WebP)')
     .requiredOption('--prompt <text>', 'the question (wrapped by the chat template unless --raw-prompt)')
     .option('--raw-prompt', 'use the prompt verbatim (it must contain one <image>)')

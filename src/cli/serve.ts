@@ -5,8 +5,7 @@ import type { Command } from 'commander';
 import { CorematchingError } from '../io/errors.js';
 import { VisionLanguageModel } from '../pipeline/vision-language-model.js';
 import { CorematchingServer } from '../server/server.js';
-import { defaultModelDir } from '../io/default-model.js';
-import { addModelFlags, type ModelFlags } from './load-model.js';
+import { addModelFlags, modelFolder, type ModelFlags } from './load-model.js';
 import { port, positiveInt, positiveNumber } from './options.js';
 import { addPolicyFlags, policyFromFlags, type PolicyFlags } from './policy-flags.js';
 
@@ -24,7 +23,7 @@ interface ServeFlags extends ModelFlags, PolicyFlags {
 }
 
 export function serveCommand(program: Command): void {
-  const command = addModelFlags(program.command('serve').description('Serve the model over an OpenAI-compatible HTTP API, with a chat page at /.'), 'checkpoint folder (default: the shipped model)')
+  const command = addModelFlags(program.command('serve').description('Serve the model over an OpenAI-compatible HTTP API, with a chat page at /.'))
     .option('--host <address>', 'address to listen on (loopback unless told otherwise)', '127.0.0.1')
     .option('--port <n>', 'port (0: any free one)', port, 8080)
     .option('--api-key <key>', 'require "Authorization: Bearer <key>" on every /v1 request')
@@ -40,13 +39,13 @@ export function serveCommand(program: Command): void {
     if (o.allowFiles !== undefined && !(fs.existsSync(o.allowFiles) && fs.statSync(o.allowFiles).isDirectory())) {
       throw new CorematchingError('--allow-files must name an existing folder', o.allowFiles);
     }
-    const dir = o.model ?? defaultModelDir();
+    const dir = await modelFolder(o.model);
     const server = await CorematchingServer.start(
       () => VisionLanguageModel.load(dir, { weights: o.weights, ...(o.threads !== undefined ? { threads: o.threads } : {}) }),
       {
         host: o.host,
         port: o.port,
-        modelName: path.basename(path.resolve(dir)),
+        modelName: o.model !== undefined && dir !== o.model ? o.model : path.basename(path.resolve(dir)),
         ...(o.apiKey !== undefined ? { apiKey: o.apiKey } : {}),
         allowFiles: o.allowFiles === undefined ? null : path.resolve(o.allowFiles),
         maxBodyBytes: Math.round(o.maxBodyMb * 2 ** 20),

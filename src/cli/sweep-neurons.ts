@@ -51,7 +51,7 @@ export function saturationNotes(rows: readonly { beta: number | null; report: Ev
 }
 
 export function sweepNeuronsCommand(program: Command): void {
-  const command = addModelFlags(program.command('sweep-neurons').description("Accuracy and decode speed against the share of FFN neurons kept (the paper's Table 1)."), 'checkpoint folder (default: the shipped model)')
+  const command = addModelFlags(program.command('sweep-neurons').description("Accuracy and decode speed against the share of FFN neurons kept (the paper's Table 1)."))
     .requiredOption('--data <dir>', 'folder with questions.jsonl and its images (see scripts/scenes.py)')
     .addOption(new Option('--betas <list>', 'betas to sweep, comma-separated').argParser(betaList).default(betaList('0.2,0.4,0.6,0.8,1.0'), '0.2,0.4,0.6,0.8,1.0'))
     .option('--limit <n>', 'only the first n questions', positiveInt)

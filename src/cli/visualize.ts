@@ -15,7 +15,7 @@ interface VisualizeOptions extends PolicyFlags, ModelFlags {
 }
 
 export function visualizeCommand(program: Command): void {
-  const command = addModelFlags(program.command('visualize').description('Draw the image with the kept image tokens highlighted, beside a heat map of the token scores.'), 'checkpoint folder (default: the shipped model)')
+  const command = addModelFlags(program.command('visualize').description('Draw the image with the kept image tokens highlighted, beside a heat map of the token scores.'))
     .requiredOption('--image <file>', 'image file')
     .requiredOption('--prompt <text>', 'the question')
     .requiredOption('--out <file>', 'output PNG');

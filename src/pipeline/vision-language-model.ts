@@ -12,6 +12,7 @@ import { loadLlavaConfig } from '../io/config.js';
 import { defaultModelDir } from '../io/default-model.js';
 import { CorematchingError } from '../io/errors.js';
 import { loadGenerationConfig, type GenerationConfig } from '../io/generation-config.js';
+import { type HubOptions, resolveModelDir } from '../io/hub.js';
 import { decodeImage } from '../io/image.js';
 import type { LlavaConfig } from '../io/model-config.js';
 import type { KvCache } from '../models/kv-cache.js';
@@ -39,6 +40,8 @@ export interface LoadOptions {
   weights?: WeightFormat;
   /** Called as weights load: (done, total) steps. */
   onProgress?: (done: number, total: number) => void;
+  /** How a model given by hub id (`org/name`) is found in the Hugging Face cache or downloaded. */
+  hub?: HubOptions;
 }
 
 
@@ -89,12 +92,17 @@ export class VisionLanguageModel {
     this.cache = model.decoder.newCache(0);
   }
 
-  /** Loads a checkpoint folder; without one (undefined), the model shipped with the package. */
+  /**
+   * Loads a checkpoint folder, or a hub model id (`org/name`, when no such folder exists) from the
+   * Hugging Face cache, downloading it when online; without either (undefined), the model shipped
+   * with the package.
+   */
   static async load(dir?: string, options: LoadOptions = {}): Promise<VisionLanguageModel> {
     if (dir !== undefined && (typeof dir !== 'string' || dir === '')) {
-      throw new CorematchingError(`load() expects a checkpoint folder path (a non-empty string) or nothing for the shipped model, got ${dir === '' ? 'an empty string' : typeof dir}`);
+      throw new CorematchingError(`load() expects a checkpoint folder path or hub model id (a non-empty string) or nothing for the shipped model, got ${dir === '' ? 'an empty string' : typeof dir}`);
     }
-    const config = loadLlavaConfig(dir ?? defaultModelDir());
+    const folder = dir === undefined ? defaultModelDir() : await resolveModelDir(dir, options.hub);
+    const config = loadLlavaConfig(folder);
     const processor = LlavaProcessor.load(config);
     const generationConfig = loadGenerationConfig(config.dir);
     const checkpoint = Checkpoint.open(config.dir);
