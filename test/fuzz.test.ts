@@ -1,9 +1,9 @@
 /**
  * Property-based fuzzing of every input a user or a checkpoint hands the engine: safetensors
  * headers and offsets, shard indexes, config.json, tokenizer files, chat templates, image bytes,
- * library arguments and what a hub answers for a model id. Each generated input must end in success
- * or a CorematchingError within a time bound: any other exception, a hang or a crash fails the run, and fast-check shrinks it to a
- * minimal counterexample.
+ * library arguments, what a hub answers for a model id, and converted-weight cache entries. Each
+ * generated input must end in success or a CorematchingError within a time bound: any other
+ * exception, a hang or a crash fails the run, and fast-check shrinks it to a minimal counterexample.
  *
  * `npm test` runs a small fixed budget; `npm run fuzz` a large one (COREMATCHING_FUZZ_RUNS, default 1000; COREMATCHING_FUZZ_SEED).
  */
@@ -230,4 +230,46 @@ describe('fuzz: a hub that lies', () => {
     if (bytes !== undefined) hub.serve.set(bytes[0], Buffer.from(bytes[1]));
     await resolveModelDir(repo, { cacheDir: tempDir('cm-fuzz-hub-'), hubUrl: hub.url, offline: false });
   })), params));
+});
+
+describe('fuzz: converted-weight cache entries', () => {
+  const model = fixturePath('models', 'clip-mistral');
+  const pristine = tempDir('cm-fuzz-cache-');
+  let entry = '';
+  before(async () => {
+    await (await VisionLanguageModel.load(model, { threads: 1, weights: 'int8', cacheDir: pristine })).release();
+    entry = fs.readdirSync(pristine)[0]!;
+  });
+  // An edit of the manifest, or of bytes in (or the length of) one stored file.
+  const edit = fc.oneof(
+    fc.record({ manifest: jsonMutation }),
+    fc.record({ file: fc.nat(), at: fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 8 }) }),
+    fc.record({ file: fc.nat(), length: fc.nat() }),
+  );
+  // Each case loads a model: a quarter of the runs of the others.
+  test('manifests and stored files', () => fc.assert(fc.asyncProperty(edit, (e) => endsCleanly(async () => {
+    const root = tempDir('cm-fuzz-cache-');
+    fs.cpSync(path.join(pristine, entry), path.join(root, entry), { recursive: true });
+    const folder = path.join(root, entry);
+    if ('manifest' in e) {
+      const [where, value] = e.manifest;
+      const manifest = JSON.parse(fs.readFileSync(path.join(folder, 'manifest.json'), 'utf8')) as unknown;
+      fs.writeFileSync(path.join(folder, 'manifest.json'), JSON.stringify(mutateJson(manifest, where, value)));
+    } else {
+      const files = fs.readdirSync(folder).filter((f) => f !== 'manifest.json').sort();
+      const file = path.join(folder, files[e.file % files.length]!);
+      const bytes = fs.readFileSync(file);
+      if ('length' in e) fs.truncateSync(file, e.length % (bytes.length + 1));
+      else {
+        for (const [at, value] of e.at) bytes[at % bytes.length] = value;
+        fs.writeFileSync(file, bytes);
+      }
+    }
+    const vlm = await VisionLanguageModel.load(model, { threads: 1, weights: 'int8', cacheDir: root });
+    try {
+      await vlm.generate({ image: fixturePath('photos', 'chelsea.png'), prompt: 'What is this?', maxNewTokens: 2 });
+    } finally {
+      await vlm.release();
+    }
+  })), { ...params, numRuns: Math.ceil(RUNS / 4) }));
 });

@@ -43,6 +43,10 @@ export function tempDir(prefix = 'corematching-test-'): string {
   return dir;
 }
 
+// Quantized loads keep converted weights in a cache folder: the tests' (and the commands they spawn)
+// go to a folder of their own, never the user's.
+process.env.COREMATCHING_CACHE = tempDir('cm-cache-');
+
 /** Asserts `fn` throws a CorematchingError whose message contains every fragment. */
 export function throwsWith(fn: () => unknown, ...fragments: string[]): void {
   assert.throws(fn, (err: unknown) => {

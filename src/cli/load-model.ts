@@ -2,7 +2,7 @@
 import { Presets, SingleBar } from 'cli-progress';
 import { Option, type Command } from 'commander';
 import type { WeightFormat } from '../graph/ops.js';
-import { VisionLanguageModel, WEIGHT_FORMATS } from '../pipeline/vision-language-model.js';
+import { type LoadOptions, VisionLanguageModel, WEIGHT_FORMATS } from '../pipeline/vision-language-model.js';
 import { defaultModelDir } from '../io/default-model.js';
 import { resolveModelDir } from '../io/hub.js';
 import { positiveInt } from './options.js';
@@ -11,6 +11,10 @@ export interface ModelFlags {
   model?: string;
   threads?: number;
   weights: WeightFormat;
+  /** --cache-dir DIR */
+  cacheDir?: string;
+  /** false with --no-cache */
+  cache?: boolean;
 }
 
 export const MODEL_HELP = 'checkpoint folder, or a Hugging Face model id org/name (from the hub cache; downloaded unless HF_HUB_OFFLINE) (default: the shipped model)';
@@ -19,7 +23,18 @@ export function addModelFlags(command: Command): Command {
   return command
     .option('--model <dir|org/name>', MODEL_HELP)
     .addOption(new Option('--weights <format>', 'linear weights: fp32, or int8 or int4 quantized at load time').choices(WEIGHT_FORMATS).default('fp32'))
-    .option('--threads <n>', 'ONNX Runtime threads', positiveInt);
+    .option('--threads <n>', 'ONNX Runtime threads', positiveInt)
+    .option('--cache-dir <dir>', 'where int8/int4 keep converted weights between loads (default: $COREMATCHING_CACHE or ~/.cache/corematching)')
+    .option('--no-cache', 'convert int8/int4 weights at every load, keeping nothing on disk');
+}
+
+/** The load options the model flags give. */
+export function loadOptions(flags: ModelFlags): LoadOptions {
+  return {
+    weights: flags.weights,
+    ...(flags.threads !== undefined ? { threads: flags.threads } : {}),
+    ...(flags.cache === false ? { cacheDir: false } : flags.cacheDir !== undefined ? { cacheDir: flags.cacheDir } : {}),
+  };
 }
 
 function progressBar(format: string): SingleBar {
@@ -52,8 +67,7 @@ export async function loadWithProgress(flags: ModelFlags, quiet = false): Promis
   const bar = progressBar('loading {bar} {value}/{total} layers');
   let started = false;
   const model = await VisionLanguageModel.load(await modelFolder(flags.model, quiet), {
-    ...(flags.threads !== undefined ? { threads: flags.threads } : {}),
-    weights: flags.weights,
+    ...loadOptions(flags),
     onProgress: (done, total) => {
       if (quiet || !process.stderr.isTTY) return;
       if (!started) bar.start(total, done);

@@ -5,7 +5,7 @@ import type { Command } from 'commander';
 import { CorematchingError } from '../io/errors.js';
 import { VisionLanguageModel } from '../pipeline/vision-language-model.js';
 import { CorematchingServer } from '../server/server.js';
-import { addModelFlags, modelFolder, type ModelFlags } from './load-model.js';
+import { addModelFlags, loadOptions, modelFolder, type ModelFlags } from './load-model.js';
 import { port, positiveInt, positiveNumber } from './options.js';
 import { addPolicyFlags, policyFromFlags, type PolicyFlags } from './policy-flags.js';
 
@@ -41,7 +41,7 @@ export function serveCommand(program: Command): void {
     }
     const dir = await modelFolder(o.model);
     const server = await CorematchingServer.start(
-      () => VisionLanguageModel.load(dir, { weights: o.weights, ...(o.threads !== undefined ? { threads: o.threads } : {}) }),
+      () => VisionLanguageModel.load(dir, loadOptions(o)),
       {
         host: o.host,
         port: o.port,

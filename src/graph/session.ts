@@ -34,12 +34,13 @@ export interface MemoryOptions {
 export class GraphSession {
   private constructor(private readonly session: ort.InferenceSession) {}
 
-  static async create(model: Uint8Array, options: RuntimeOptions = {}, memory: MemoryOptions = {}): Promise<GraphSession> {
+  /** A session of a serialised graph, or of a graph file (which ONNX Runtime reads itself). */
+  static async create(model: Uint8Array | string, options: RuntimeOptions = {}, memory: MemoryOptions = {}): Promise<GraphSession> {
     // ONNX Runtime on Linux otherwise logs usage events to ~/.cache/Microsoft/DeveloperTools (and
     // may upload them; 1.30 and 1.31 both do); it reads this variable when its environment is made,
     // at the first session. A user's own setting wins.
     process.env.ORT_DISABLE_TELEMETRY ??= '1';
-    const session = await ort.InferenceSession.create(model, {
+    const sessionOptions: ort.InferenceSession.SessionOptions = {
       executionProviders: ['cpu'],
       graphOptimizationLevel: 'all',
       executionMode: 'sequential',
@@ -50,7 +51,8 @@ export class GraphSession {
       // operator without a futex wake-up; stopping the spin at the end of every run keeps the idle
       // pools of the other sessions off the cores (spinning without the stop: 2-3 tokens/s).
       extra: { session: { intra_op: { allow_spinning: '1' }, force_spinning_stop: '1' } },
-    });
+    };
+    const session = typeof model === 'string' ? await ort.InferenceSession.create(model, sessionOptions) : await ort.InferenceSession.create(model, sessionOptions);
     return new GraphSession(session);
   }
 

@@ -3,11 +3,12 @@
  * layer graph takes them: q/k/v stacked into one matrix, gate/up likewise, down_proj transposed so
  * that each FFN neuron is one row of every FFN matrix.
  */
-import type ort from 'onnxruntime-node';
+import ort from 'onnxruntime-node';
 import { GraphSession, tensor, type RuntimeOptions } from '../graph/session.js';
 import { CorematchingError } from '../io/errors.js';
 import type { TextConfig } from '../io/model-config.js';
 import type { WeightFormat } from '../graph/ops.js';
+import { ConvertedCache } from './converted-cache.js';
 import { buildLayerGroupGraph, buildLmHeadGraph } from './decoder-graph.js';
 import { emptyInt4, emptyInt8, quantizeInt4Rows, quantizeLinearRows, quantizeRowsInto } from './quantize.js';
 import { collectGarbage } from '../util/collect-garbage.js';
@@ -96,7 +97,7 @@ function quantizeEmbeddingAndHead(
   c: TextConfig,
   format: WeightFormat,
   finalNorm: ort.Tensor,
-): { embedding: Embedding; headGraph: Uint8Array } {
+): { embedding: Record<string, ort.Tensor>; headGraph: Uint8Array } {
   const [h, vocab] = [c.hiddenSize, c.vocabSize];
   const rows = { values: new Int8Array(vocab * h), scales: new Float32Array(vocab) };
   const headWeight = format === 'int4' ? emptyInt4(vocab, h) : emptyInt8(vocab, h);
@@ -108,7 +109,7 @@ function quantizeEmbeddingAndHead(
   });
   if (headName !== undefined) forEachRowSlice(source, headName, vocab, h, quantizeHead);
   const headGraph = buildLmHeadGraph(c, format, { lm_w: headWeight.values, lm_w_scale: headWeight.scales, norm: finalNorm });
-  return { embedding: { int8: rows.values, scales: rows.scales }, headGraph };
+  return { embedding: { int8: new ort.Tensor('int8', rows.values, [vocab, h]), scales: tensor(rows.scales, [vocab]) }, headGraph };
 }
 
 /** The token embeddings, and the LM head's session with its weight baked in unless it shares an fp32 table with them. */
@@ -119,6 +120,7 @@ async function loadEmbeddingAndHead(
   c: TextConfig,
   format: WeightFormat,
   runtime: RuntimeOptions,
+  cache: ConvertedCache,
 ): Promise<{ embedding: Embedding; head: GraphSession; lmHead: LayerWeights }> {
   const [h, vocab] = [c.hiddenSize, c.vocabSize];
   const finalNorm = weight(source, `${prefix}norm.weight`, [h]);
@@ -131,13 +133,21 @@ async function loadEmbeddingAndHead(
     const head = await GraphSession.create(buildLmHeadGraph(c, format, tied ? {} : { ...headFeeds, norm: finalNorm }), runtime);
     return { embedding: { table }, head, lmHead: tied ? { ...headFeeds, norm: finalNorm } : {} };
   }
-  const quantized = quantizeEmbeddingAndHead(source, embedName, tied ? undefined : lmHeadName, c, format, finalNorm);
+  // One pass converts both (a tied table is read once); a cache hit converts nothing.
+  let converted: ReturnType<typeof quantizeEmbeddingAndHead> | undefined;
+  const convert = () => (converted ??= quantizeEmbeddingAndHead(source, embedName, tied ? undefined : lmHeadName, c, format, finalNorm));
+  const embedding = cache.tensors('embedding', () => convert().embedding);
+  const headGraph = cache.graph('lm-head.onnx', () => convert().headGraph);
   // The head's quantized feeds are garbage once serialised: free them before ONNX Runtime copies the graph.
+  converted = undefined;
   collectGarbage();
-  return { embedding: quantized.embedding, head: await GraphSession.create(quantized.headGraph, runtime), lmHead: {} };
+  return { embedding: { int8: embedding.int8!.data as Int8Array, scales: embedding.scales!.data as Float32Array }, head: await GraphSession.create(headGraph, runtime), lmHead: {} };
 }
 
-/** The decoder layers, baked into layer groups of consecutive layers (see LayerGroup). */
+/**
+ * The decoder layers, baked into layer groups of consecutive layers (see LayerGroup). A cache hit
+ * reads the groups' graphs as the first load wrote them.
+ */
 async function loadLayerGroups(
   source: WeightSource,
   prefix: string,
@@ -146,18 +156,27 @@ async function loadLayerGroups(
   runtime: RuntimeOptions,
   onLayer: (() => void) | undefined,
   layerBreaks: readonly number[],
+  cache: ConvertedCache,
 ): Promise<LayerGroup[]> {
   const groups: LayerGroup[] = [];
+  const graphName = (first: number, end: number) => `decoder-${first}-${end}.onnx`;
+  const addGroup = async (first: number, end: number, graph: Uint8Array | string) => {
+    groups.push({ first, end, session: await GraphSession.create(graph, runtime) });
+    for (let l = first; l < end; l++) onLayer?.();
+  };
+  if (cache.hit) {
+    for (const [first, end] of cache.json<[number, number][]>('decoder-groups', () => [])) await addGroup(first, end, cache.file(graphName(first, end)));
+    return groups;
+  }
   let pending: { first: number; feeds: LayerWeights; bytes: number } = { first: 0, feeds: {}, bytes: 0 };
   const bake = async (end: number) => {
-    const { first } = pending;
+    const { first, feeds } = pending;
     const layers = Array.from({ length: end - first }, (_, i) => first + i);
-    const graph = buildLayerGroupGraph(c, format, layers, pending.feeds);
+    const graph = cache.graph(graphName(first, end), () => buildLayerGroupGraph(c, format, layers, feeds));
     // The serialised graph holds the weights now: let the feeds go before ONNX Runtime copies them again.
     pending = { first: end, feeds: {}, bytes: 0 };
     collectGarbage();
-    groups.push({ first, end, session: await GraphSession.create(graph, runtime) });
-    layers.forEach(() => onLayer?.());
+    await addGroup(first, end, graph);
   };
   for (let l = 0; l < c.numHiddenLayers; l++) {
     const feeds = loadLayer(source, `${prefix}layers.${l}.`, c, format);
@@ -167,6 +186,7 @@ async function loadLayerGroups(
     pending.bytes += bytes;
   }
   await bake(c.numHiddenLayers);
+  cache.json('decoder-groups', () => groups.map((g) => [g.first, g.end]));
   return groups;
 }
 
@@ -229,12 +249,13 @@ export class DecoderWeights {
     reopen?: SourceOpener,
     onLayer?: () => void,
     layerBreaks: readonly number[] = [],
+    cache = ConvertedCache.off(),
   ): Promise<DecoderWeights> {
     // The vocabulary-sized tables first, while little else is held: converting them is the
     // largest transient of a load (a 152k-row head: ~0.5 GiB at int8).
-    const { embedding, head, lmHead } = await loadEmbeddingAndHead(source, prefix, lmHeadName, c, format, runtime);
+    const { embedding, head, lmHead } = await loadEmbeddingAndHead(source, prefix, lmHeadName, c, format, runtime, cache);
     collectGarbage();
-    const groups = await loadLayerGroups(source, prefix, c, format, runtime, onLayer, layerBreaks);
+    const groups = await loadLayerGroups(source, prefix, c, format, runtime, onLayer, layerBreaks, cache);
     collectGarbage();
     const feedFormat = format === 'int4' ? 'int8' : format;
     return new DecoderWeights(c, prefix, embedding, head, lmHead, groups, feedFormat, reopen);

@@ -16,6 +16,7 @@
 import type ort from 'onnxruntime-node';
 import { int64Tensor, tensor, type Feeds, type GraphSession, type RuntimeOptions } from '../graph/session.js';
 import { SessionCache } from '../graph/session-cache.js';
+import type { ConvertedCache } from './converted-cache.js';
 import { CorematchingError } from '../io/errors.js';
 import type { TextConfig } from '../io/model-config.js';
 import type { WeightFormat } from '../graph/ops.js';
@@ -95,8 +96,9 @@ export class LlamaDecoder {
     reopen?: SourceOpener,
     onLayer?: () => void,
     layerBreaks: readonly number[] = [],
+    cache?: ConvertedCache,
   ): Promise<LlamaDecoder> {
-    return new LlamaDecoder(c, await DecoderWeights.load(source, prefix, lmHeadName, c, format, runtime, reopen, onLayer, layerBreaks), format, runtime);
+    return new LlamaDecoder(c, await DecoderWeights.load(source, prefix, lmHeadName, c, format, runtime, reopen, onLayer, layerBreaks, cache), format, runtime);
   }
 
   /** An empty KV cache for this decoder holding up to `capacity` tokens per layer. */

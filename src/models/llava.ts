@@ -8,6 +8,7 @@ import type { LlavaConfig } from '../io/model-config.js';
 import { LlamaDecoder } from './llama.js';
 import { Projector } from './projector.js';
 import { VisionTower, visionTokenCount } from './vision-tower.js';
+import type { ConvertedCache } from './converted-cache.js';
 import type { SourceOpener } from './decoder-weights.js';
 import { detectLayout, type WeightSource } from './weights.js';
 
@@ -38,10 +39,11 @@ export class LlavaModel {
     reopen?: SourceOpener,
     onStep?: () => void,
     layerBreaks: readonly number[] = [],
+    cache?: ConvertedCache,
   ): Promise<LlavaModel> {
     const layout = detectLayout(source);
     const imageFormat = format === 'int4' ? 'int8' : format;
-    const vision = await VisionTower.load(source, layout.vision, config.vision, config.visionFeatureLayers, imageFormat, runtime, onStep);
+    const vision = await VisionTower.load(source, layout.vision, config.vision, config.visionFeatureLayers, imageFormat, runtime, onStep, undefined, cache);
     const projector = await Projector.load(
       source,
       layout.projector,
@@ -51,8 +53,9 @@ export class LlavaModel {
       config.projectorBias,
       imageFormat,
       runtime,
+      cache,
     );
-    const decoder = await LlamaDecoder.load(source, layout.language, layout.lmHead, config.text, format, runtime, reopen, onStep, layerBreaks);
+    const decoder = await LlamaDecoder.load(source, layout.language, layout.lmHead, config.text, format, runtime, reopen, onStep, layerBreaks, cache);
     return new LlavaModel(config, vision, projector, decoder);
   }
 

@@ -4,6 +4,7 @@ import { GraphBuilder } from '../graph/builder.js';
 import { activation, weightedLinear, type WeightFormat } from '../graph/ops.js';
 import { GraphSession, tensor, type RuntimeOptions } from '../graph/session.js';
 import type { Activation } from '../io/model-config.js';
+import { ConvertedCache } from './converted-cache.js';
 import { linearFeeds, readLinear, weight, type WeightSource } from './weights.js';
 
 export class Projector {
@@ -23,16 +24,18 @@ export class Projector {
     bias: boolean,
     format: WeightFormat,
     runtime: RuntimeOptions,
+    cache = ConvertedCache.off(),
   ): Promise<Projector> {
     const g = new GraphBuilder('projector');
     const x = g.input('x', ['tokens', inputSize]);
     const b = (name: string, size: number) => (bias ? g.input(name, [size]) : undefined);
     const hidden = activation(g, weightedLinear(g, x, 'w1', outputSize, inputSize, format, b('b1', outputSize)), act);
     g.output('out', weightedLinear(g, hidden, 'w2', outputSize, outputSize, format, b('b2', outputSize)), ['tokens', outputSize]);
-    const weights: Record<string, ort.Tensor> = {
+    const linears = () => ({
       ...linearFeeds('w1', readLinear(source, `${prefix}linear_1.weight`, [outputSize, inputSize], format), outputSize, inputSize, format),
       ...linearFeeds('w2', readLinear(source, `${prefix}linear_2.weight`, [outputSize, outputSize], format), outputSize, outputSize, format),
-    };
+    });
+    const weights: Record<string, ort.Tensor> = format === 'fp32' ? linears() : { ...cache.tensors('projector', linears) };
     if (bias) {
       weights.b1 = weight(source, `${prefix}linear_1.bias`, [outputSize]);
       weights.b2 = weight(source, `${prefix}linear_2.bias`, [outputSize]);

@@ -10,6 +10,7 @@ import { GraphSession, tensor, type RuntimeOptions } from '../graph/session.js';
 import { CorematchingError } from '../io/errors.js';
 import type { VisionConfig } from '../io/model-config.js';
 import { collectGarbage } from '../util/collect-garbage.js';
+import { ConvertedCache } from './converted-cache.js';
 import { linearFeeds, readLinear, tensorBytes, weight, type WeightSource } from './weights.js';
 
 type Weights = Record<string, ort.Tensor>;
@@ -136,6 +137,7 @@ export class VisionTower {
     runtime: RuntimeOptions,
     onLayer?: () => void,
     groupBytes = GROUP_BYTES,
+    cache = ConvertedCache.off(),
   ): Promise<VisionTower> {
     const { hiddenSize: hid, numChannels: ch, patchSize: p, intermediateSize: ffn } = c;
     const e = `${prefix}embeddings.`;
@@ -153,14 +155,25 @@ export class VisionTower {
     const layersNeeded = Math.max(...featureLayers);
     const outputs = new Set(featureLayers);
     const groups: LayerGroup[] = [];
+    const graphName = (first: number, last: number) => `vision-${first}-${last}.onnx`;
+    const addGroup = async (first: number, last: number, graph: Uint8Array | string) => {
+      groups.push({ first, last, session: await GraphSession.create(graph, runtime, { arena: true }) });
+      for (let l = first; l < last; l++) onLayer?.();
+    };
+    if (format !== 'fp32' && cache.hit) {
+      for (const [first, last] of cache.json<[number, number][]>('vision-groups', () => [])) await addGroup(first, last, cache.file(graphName(first, last)));
+      return new VisionTower(c, emb, await GraphSession.create(buildEmbeddingGraph(c), runtime), groups, outputs);
+    }
     const fed = format === 'fp32' ? await GraphSession.create(buildFedLayerGraph(c, format), runtime, { arena: true }) : undefined;
     let pending: Weights = {};
     let first = 0;
     const flush = async (last: number) => {
-      groups.push({ first, last, session: await GraphSession.create(buildLayersGraph(c, format, first, last, outputs, pending), runtime, { arena: true }) });
+      const weights = pending;
+      const graph = cache.graph(graphName(first, last), () => buildLayersGraph(c, format, first, last, outputs, weights));
       pending = {};
-      first = last;
       collectGarbage();
+      await addGroup(first, last, graph);
+      first = last;
     };
     for (let l = 0; l < layersNeeded; l++) {
       const lp = `${prefix}encoder.layers.${l}.`;
@@ -183,13 +196,14 @@ export class VisionTower {
       }
       if (fed !== undefined) {
         groups.push({ first: l, last: l + 1, session: fed, feeds: lw });
+        onLayer?.();
       } else {
         if (l > first && tensorBytes(pending) + tensorBytes(lw) > groupBytes) await flush(l);
         Object.assign(pending, lw);
       }
-      onLayer?.();
     }
     if (fed === undefined && layersNeeded > first) await flush(layersNeeded);
+    if (fed === undefined) cache.json('vision-groups', () => groups.map((g) => [g.first, g.last]));
     return new VisionTower(c, emb, await GraphSession.create(buildEmbeddingGraph(c), runtime), groups, outputs);
   }
 

@@ -5,6 +5,7 @@
  *   const { text, stats } = await vlm.generate({ image: 'cat.png', prompt: 'What is this?' });
  */
 import os from 'node:os';
+import path from 'node:path';
 import type { WeightFormat } from '../graph/ops.js';
 import { collectGarbage } from '../util/collect-garbage.js';
 import { Checkpoint } from '../io/checkpoint.js';
@@ -16,6 +17,7 @@ import { type HubOptions, resolveModelDir } from '../io/hub.js';
 import { decodeImage } from '../io/image.js';
 import type { LlavaConfig } from '../io/model-config.js';
 import type { KvCache } from '../models/kv-cache.js';
+import { checkpointFingerprint, ConvertedCache, defaultCacheDir, engineFingerprint } from '../models/converted-cache.js';
 import { LlavaModel } from '../models/llava.js';
 import { decodeStepFlops, prefillFlops, visionFlops } from '../models/flops.js';
 import { createPolicy } from '../sparsity/create-policy.js';
@@ -40,6 +42,11 @@ export interface LoadOptions {
   weights?: WeightFormat;
   /** Called as weights load: (done, total) steps. */
   onProgress?: (done: number, total: number) => void;
+  /**
+   * Where quantized formats keep converted weights between loads (default: $COREMATCHING_CACHE,
+   * else ~/.cache/corematching); false: convert at every load. fp32 loads read the checkpoint as it is.
+   */
+  cacheDir?: string | false;
   /** How a model given by hub id (`org/name`) is found in the Hugging Face cache or downloaded. */
   hub?: HubOptions;
 }
@@ -101,20 +108,40 @@ export class VisionLanguageModel {
     if (dir !== undefined && (typeof dir !== 'string' || dir === '')) {
       throw new CorematchingError(`load() expects a checkpoint folder path or hub model id (a non-empty string) or nothing for the shipped model, got ${dir === '' ? 'an empty string' : typeof dir}`);
     }
+    const format = weightFormat(options.weights);
+    if (options.cacheDir !== undefined && options.cacheDir !== false && (typeof options.cacheDir !== 'string' || options.cacheDir === '')) {
+      throw new CorematchingError(`cacheDir must be a folder path or false, got ${JSON.stringify(options.cacheDir)}`);
+    }
     const folder = dir === undefined ? defaultModelDir() : await resolveModelDir(dir, options.hub);
     const config = loadLlavaConfig(folder);
     const processor = LlavaProcessor.load(config);
     const generationConfig = loadGenerationConfig(config.dir);
+    const layerBreaks = policyLayerBreaks(config.text.numHiddenLayers);
     const checkpoint = Checkpoint.open(config.dir);
     const total = LlavaModel.loadSteps(config);
     let done = 0;
     options.onProgress?.(0, total);
     const runtime = { threads: options.threads ?? os.availableParallelism() };
+    let cache = ConvertedCache.off();
     let model: LlavaModel;
     try {
+      if (format !== 'fp32' && options.cacheDir !== false) {
+        const identity = { engine: engineFingerprint(), format, layerBreaks, checkpoint: checkpointFingerprint(config.dir) };
+        cache = ConvertedCache.open(options.cacheDir ?? defaultCacheDir(), { dir: path.resolve(config.dir), format }, identity);
+      }
       const reopen = () => Checkpoint.open(config.dir);
       const onStep = () => options.onProgress?.(++done, total);
-      model = await LlavaModel.load(checkpoint, config, weightFormat(options.weights), runtime, reopen, onStep, policyLayerBreaks(config.text.numHiddenLayers));
+      model = await LlavaModel.load(checkpoint, config, format, runtime, reopen, onStep, layerBreaks, cache);
+      cache.commit();
+    } catch (err) {
+      if (!cache.hit) {
+        cache.abandon();
+        throw err;
+      }
+      // E.g. a stored graph ONNX Runtime cannot read: drop the entry, so the next load converts afresh.
+      cache.remove();
+      if (err instanceof CorematchingError) throw err;
+      throw new CorematchingError(`the converted-weight cache entry could not be used (${(err as Error).message.split('\n')[0]}); it was removed, load again to rebuild it`, cache.folder ?? '');
     } finally {
       checkpoint.close();
     }
