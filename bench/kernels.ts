@@ -6,7 +6,8 @@
  * decode reads them from memory, not cache. Then what a decode step pays besides its products:
  * a session run, one small operator, ONNX Runtime's fused GroupQueryAttention (which the
  * engine measured and does not use), and what baking per-request compact FFN weights into a
- * session of their own would cost (the engine feeds them instead). Prints tables and writes JSON.
+ * session of their own would cost (the engine feeds them instead). Then the project's own native
+ * kernels on the same shapes. Prints tables and writes JSON.
  *
  *   npm run bench:kernels
  */
@@ -17,6 +18,8 @@ import { Command } from 'commander';
 import ort from 'onnxruntime-node';
 import { GraphBuilder } from '../src/graph/builder.js';
 import { GraphSession } from '../src/graph/session.js';
+import { quantizeInt4, quantizeLinear } from '../src/models/quantize.js';
+import { nativeKernels } from '../src/native/kernels.js';
 
 const program = new Command()
   .option('--threads <n>', 'ONNX Runtime threads', (v) => Number(v), os.availableParallelism())
@@ -227,4 +230,55 @@ console.log(`| each further small operator in the same run | ${overhead.operator
 console.log(`| GroupQueryAttention, 1 query over 768 cached tokens (Qwen2-0.5B heads), cache bound in place | ${overhead.groupQueryAttentionUs.toFixed(0)} |`);
 console.log(`| a session with one layer's compact int8 FFN baked in (${compactNeurons} of ${N} neurons), serialised and created | ${overhead.bakedCompactFfnUs.toFixed(0)} |`);
 fs.mkdirSync(path.dirname(o.out), { recursive: true });
-fs.writeFileSync(o.out, `${JSON.stringify({ date: new Date().toISOString(), threads: o.threads, rows, overhead }, null, 2)}\n`);
+
+/**
+ * The project's own kernels (native/kernels.cc) on the same shapes: int8 and int4 products of one
+ * row, dense and over 40% of the rows chosen at random (a core-neuron FFN's gate/up), in GB/s of
+ * weight bytes read, beside ONNX Runtime's pre-packed products measured above.
+ */
+async function nativeRows(): Promise<{ kernel: string; workingSetMB: number; denseGBs: number; subsetGBs: number; subsetTimeRatio: number }[] | string> {
+  const { kernels, reason } = nativeKernels();
+  if (kernels === null) return reason;
+  kernels.setThreads(o.threads);
+  const out: { kernel: string; workingSetMB: number; denseGBs: number; subsetGBs: number; subsetTimeRatio: number }[] = [];
+  const subset = Int32Array.from(Array.from({ length: N }, (_, i) => i).sort(() => Math.random() - 0.5).slice(0, Math.round(0.4 * N)).sort((a, b) => a - b));
+  for (const bits of [8, 4] as const) {
+    const weights = Array.from({ length: COPIES }, () => {
+      const w = random(N * K);
+      if (bits === 8) {
+        const q = quantizeLinear(w, N, K);
+        return kernels.packInt8(q.values.data as Int8Array, q.scales.data as Float32Array, N, K);
+      }
+      const q = quantizeInt4(w, N, K);
+      return kernels.int4(q.values.data as Uint8Array, q.scales.data as Float32Array, N, K);
+    });
+    const x = random(K);
+    const [dense, sparse] = [new Float32Array(N), new Float32Array(subset.length)];
+    const time = (rows: Int32Array | null, target: Float32Array) => {
+      for (const w of weights) kernels.gemv(w, x, target, rows);
+      const t0 = performance.now();
+      const rounds = 50;
+      for (let r = 0; r < rounds; r++) for (const w of weights) kernels.gemv(w, x, target, rows);
+      return (performance.now() - t0) / 1000 / (rounds * COPIES);
+    };
+    const [denseS, subsetS] = [time(null, dense), time(subset, sparse)];
+    const bytesPerRow = weights[0]!.data.byteLength / N;
+    out.push({
+      kernel: `native int${bits} (${kernels.info().path})`,
+      workingSetMB: (COPIES * weights[0]!.data.byteLength) / 1e6,
+      denseGBs: (N * bytesPerRow) / denseS / 1e9,
+      subsetGBs: (subset.length * bytesPerRow) / subsetS / 1e9,
+      subsetTimeRatio: subsetS / denseS,
+    });
+  }
+  return out;
+}
+
+const native = await nativeRows();
+if (typeof native === 'string') console.log(`\nNative kernels: not measured: ${native}`);
+else {
+  console.log(`\nThe project's own kernels, [${N} x ${K}] weights, ${COPIES} distinct, ${o.threads} threads, M = 1; the subset is 40% of the rows at random\n`);
+  console.log('| kernel | working set MB | dense GB/s | subset GB/s | subset time / dense time |\n|---|---|---|---|---|');
+  for (const r of native) console.log(`| ${r.kernel} | ${r.workingSetMB.toFixed(0)} | ${r.denseGBs.toFixed(1)} | ${r.subsetGBs.toFixed(1)} | ${r.subsetTimeRatio.toFixed(2)} |`);
+}
+fs.writeFileSync(o.out, `${JSON.stringify({ date: new Date().toISOString(), cpu: os.cpus()[0]?.model, threads: o.threads, rows, overhead, native }, null, 2)}\n`);

@@ -1,0 +1,507 @@
+// The decode kernels: int8 and int4 matrix-vector products over weights packed for them, for
+// every row or a given subset of rows, on a persistent pool of worker threads. Activations are
+// quantized to int8 in blocks of 32 on the fly (as llama.cpp's q8_0). One build runs on any
+// x86-64 CPU: the AVX-512 VNNI and AVX2 paths are compiled with target attributes and chosen at
+// run time; a portable path serves every other CPU.
+//
+// Packed layouts (made by pack*): int8 rows [rows, cols] of u8 = w + 64 (w in -63..63, so the
+// product with an s8 activation fits VNNI's u8 x s8; the +64 is taken off with the block sums of
+// the activations), one fp32 scale per row, K padded to a multiple of 64 with w = 0. int4 weights
+// need no packing: MatMulNBits' layout [rows, blocks, 16] (two values a byte, the even index in the
+// low nibble, q in 0..15 for w = q - 8) with one fp32 scale per block is read as it is, the
+// nibbles split in registers and the activations of each block ordered evens first to match.
+#include <node_api.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <condition_variable>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define CM_X86 1
+#endif
+
+namespace {
+
+constexpr int kBlock = 32;
+constexpr int kPad = 64;
+
+inline int padded(int k) { return (k + kPad - 1) / kPad * kPad; }
+
+// An activation vector quantized in blocks of 32: values, one scale per block, and each block's
+// sum of values (for the +64 / +8 offsets of the packed weights).
+struct QuantizedX {
+  std::vector<int8_t> q;
+  std::vector<float> scale;
+  std::vector<int32_t> sum;
+};
+
+// Each block's values reordered as its int4 bytes hold them: the 16 even positions, then the 16 odd.
+void evensFirst(QuantizedX& x) {
+  std::vector<int8_t> reordered(x.q.size());
+  for (size_t b = 0; b < x.q.size() / kBlock; b++) {
+    for (int j = 0; j < kBlock / 2; j++) {
+      reordered[b * kBlock + j] = x.q[b * kBlock + 2 * j];
+      reordered[b * kBlock + kBlock / 2 + j] = x.q[b * kBlock + 2 * j + 1];
+    }
+  }
+  x.q.swap(reordered);
+}
+
+void quantizeX(const float* x, int k, QuantizedX& out) {
+  const int kp = padded(k);
+  const int blocks = kp / kBlock;
+  out.q.assign(kp, 0);
+  out.scale.assign(blocks, 0.f);
+  out.sum.assign(blocks, 0);
+  for (int b = 0; b < blocks; b++) {
+    float max = 0.f;
+    for (int i = b * kBlock; i < std::min(k, (b + 1) * kBlock); i++) max = std::max(max, std::fabs(x[i]));
+    const float scale = max / 127.f;
+    const float inv = scale > 0.f ? 1.f / scale : 0.f;
+    int32_t sum = 0;
+    for (int i = b * kBlock; i < std::min(k, (b + 1) * kBlock); i++) {
+      const int v = static_cast<int>(std::nearbyint(x[i] * inv));
+      out.q[i] = static_cast<int8_t>(v);
+      sum += v;
+    }
+    out.scale[b] = scale;
+    out.sum[b] = sum;
+  }
+}
+
+// ---- row dot products: sum over blocks of xscale[b] * (dot(w_b, xq_b) - offset * xsum[b]) ----
+
+float dotInt8Portable(const uint8_t* w, const QuantizedX& x, int kp) {
+  float acc = 0.f;
+  for (int b = 0; b < kp / kBlock; b++) {
+    int32_t s = 0;
+    for (int i = 0; i < kBlock; i++) s += static_cast<int32_t>(w[b * kBlock + i]) * x.q[b * kBlock + i];
+    acc += x.scale[b] * static_cast<float>(s - 64 * x.sum[b]);
+  }
+  return acc;
+}
+
+// w: blocks of 16 bytes; xq: the activations evensFirst, from the same block on.
+float int4Blocks(const uint8_t* w, const float* wscale, const int8_t* xq, const float* xscale, const int32_t* xsum, int blocks) {
+  float acc = 0.f;
+  for (int b = 0; b < blocks; b++) {
+    int32_t s = 0;
+    for (int j = 0; j < kBlock / 2; j++) s += (w[b * 16 + j] & 0x0f) * xq[b * kBlock + j] + (w[b * 16 + j] >> 4) * xq[b * kBlock + kBlock / 2 + j];
+    acc += wscale[b] * xscale[b] * static_cast<float>(s - 8 * xsum[b]);
+  }
+  return acc;
+}
+
+float dotInt4Portable(const uint8_t* w, const float* wscale, const QuantizedX& x, int blocks) {
+  return int4Blocks(w, wscale, x.q.data(), x.scale.data(), x.sum.data(), blocks);
+}
+
+#ifdef CM_X86
+// Lanes 0-7 carry block 2j, lanes 8-15 block 2j + 1 of a 64-value step.
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) inline __m512 pairScale(const float* s) {
+  return _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(s[0]), _mm512_set1_ps(s[1]));
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) float dotInt8Vnni(const uint8_t* w, const QuantizedX& x, int kp) {
+  __m512 acc = _mm512_setzero_ps();
+  for (int i = 0; i < kp; i += 64) {
+    const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_loadu_si512(w + i), _mm512_loadu_si512(x.q.data() + i));
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), pairScale(x.scale.data() + i / kBlock), acc);
+  }
+  float offset = 0.f;
+  for (int b = 0; b < kp / kBlock; b++) offset += x.scale[b] * static_cast<float>(64 * x.sum[b]);
+  return _mm512_reduce_add_ps(acc) - offset;
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) float dotInt4Vnni(const uint8_t* w, const float* wscale, const QuantizedX& x, int blocks) {
+  __m512 acc = _mm512_setzero_ps();
+  float offset = 0.f;
+  const __m256i low = _mm256_set1_epi8(0x0f);
+  int b = 0;
+  for (; b + 1 < blocks; b += 2) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + b * 16));
+    const __m256i lo = _mm256_and_si256(v, low);
+    const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+    // [evens of b, evens of b+1, odds of b, odds of b+1] -> [evens b, odds b, evens b+1, odds b+1]
+    const __m512i u = _mm512_shuffle_i64x2(_mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1), _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1), _MM_SHUFFLE(3, 1, 2, 0));
+    const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, _mm512_loadu_si512(x.q.data() + b * kBlock));
+    const float pair[2] = {wscale[b] * x.scale[b], wscale[b + 1] * x.scale[b + 1]};
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), pairScale(pair), acc);
+    offset += pair[0] * static_cast<float>(8 * x.sum[b]) + pair[1] * static_cast<float>(8 * x.sum[b + 1]);
+  }
+  float tail = 0.f;
+  if (b < blocks) tail = int4Blocks(w + b * 16, wscale + b, x.q.data() + b * kBlock, x.scale.data() + b, x.sum.data() + b, 1);
+  return _mm512_reduce_add_ps(acc) - offset + tail;
+}
+
+__attribute__((target("avx2,fma"))) inline float hsum256(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+  return _mm_cvtss_f32(s);
+}
+
+// u8 (<= 127 for int8, <= 15 for int4) x s8 pairs fit maddubs' saturating int16.
+__attribute__((target("avx2,fma"))) inline __m256i dot32Avx2(const uint8_t* w, const int8_t* x) {
+  const __m256i pairs = _mm256_maddubs_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w)), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x)));
+  return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
+}
+
+__attribute__((target("avx2,fma"))) float dotInt8Avx2(const uint8_t* w, const QuantizedX& x, int kp) {
+  __m256 acc = _mm256_setzero_ps();
+  float offset = 0.f;
+  for (int b = 0; b < kp / kBlock; b++) {
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot32Avx2(w + b * kBlock, x.q.data() + b * kBlock)), _mm256_set1_ps(x.scale[b]), acc);
+    offset += x.scale[b] * static_cast<float>(64 * x.sum[b]);
+  }
+  return hsum256(acc) - offset;
+}
+
+__attribute__((target("avx2,fma"))) float dotInt4Avx2(const uint8_t* w, const float* wscale, const QuantizedX& x, int blocks) {
+  __m256 acc = _mm256_setzero_ps();
+  float offset = 0.f;
+  const __m128i low = _mm_set1_epi8(0x0f);
+  for (int b = 0; b < blocks; b++) {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + b * 16));
+    const __m256i u = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), low), _mm_and_si128(v, low));
+    const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q.data() + b * kBlock))), _mm256_set1_epi16(1));
+    const float s = wscale[b] * x.scale[b];
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(s), acc);
+    offset += s * static_cast<float>(8 * x.sum[b]);
+  }
+  return hsum256(acc) - offset;
+}
+#endif
+
+enum class Path { Portable, Avx2, Avx512Vnni };
+
+Path detectPath() {
+#ifdef CM_X86
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vnni")) return Path::Avx512Vnni;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Path::Avx2;
+#endif
+  return Path::Portable;
+}
+
+Path gPath = detectPath();
+
+const char* pathName(Path p) {
+  switch (p) {
+    case Path::Avx512Vnni: return "avx512-vnni";
+    case Path::Avx2: return "avx2";
+    default: return "portable";
+  }
+}
+
+float dotInt8(const uint8_t* w, const QuantizedX& x, int kp) {
+#ifdef CM_X86
+  if (gPath == Path::Avx512Vnni) return dotInt8Vnni(w, x, kp);
+  if (gPath == Path::Avx2) return dotInt8Avx2(w, x, kp);
+#endif
+  return dotInt8Portable(w, x, kp);
+}
+
+float dotInt4(const uint8_t* w, const float* wscale, const QuantizedX& x, int blocks) {
+#ifdef CM_X86
+  if (gPath == Path::Avx512Vnni) return dotInt4Vnni(w, wscale, x, blocks);
+  if (gPath == Path::Avx2) return dotInt4Avx2(w, wscale, x, blocks);
+#endif
+  return dotInt4Portable(w, wscale, x, blocks);
+}
+
+// ---- a persistent pool: workers wait for a generation number, take chunks of rows, report done ----
+
+class Pool {
+ public:
+  explicit Pool(int threads) { resize(threads); }
+  ~Pool() { stop(); }
+
+  int size() const { return static_cast<int>(workers_.size()) + 1; }
+
+  void resize(int threads) {
+    stop();
+    quit_ = false;
+    for (int i = 1; i < threads; i++) workers_.emplace_back([this] { work(); });
+  }
+
+  // Runs fn(chunk) for chunk in 0 .. chunks - 1 across the pool and this thread.
+  void run(int chunks, const std::function<void(int)>& fn) {
+    if (workers_.empty() || chunks <= 1) {
+      for (int c = 0; c < chunks; c++) fn(c);
+      return;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      job_ = &fn;
+      chunks_ = chunks;
+      next_.store(0);
+      done_.store(0);
+      generation_.fetch_add(1);
+    }
+    wake_.notify_all();
+    take();
+    while (done_.load(std::memory_order_acquire) < chunks) std::this_thread::yield();
+    std::lock_guard<std::mutex> lock(mutex_);
+    job_ = nullptr;
+  }
+
+ private:
+  void take() {
+    for (int c; (c = next_.fetch_add(1)) < chunks_;) {
+      (*job_)(c);
+      done_.fetch_add(1, std::memory_order_release);
+    }
+  }
+
+  void work() {
+    uint64_t seen = generation_.load();
+    for (;;) {
+      // Spin briefly: a decode step issues its products back to back.
+      for (int i = 0; i < 20000 && generation_.load(std::memory_order_acquire) == seen && !quit_.load(); i++) _mm_pause_portable();
+      if (generation_.load(std::memory_order_acquire) == seen) {
+        std::unique_lock<std::mutex> lock(mutex_);
+        wake_.wait(lock, [&] { return quit_.load() || generation_.load() != seen; });
+      }
+      if (quit_.load()) return;
+      seen = generation_.load();
+      const std::function<void(int)>* job;
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        job = job_;
+      }
+      if (job != nullptr) take();
+    }
+  }
+
+  static void _mm_pause_portable() {
+#ifdef CM_X86
+    _mm_pause();
+#endif
+  }
+
+  void stop() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      quit_ = true;
+    }
+    wake_.notify_all();
+    for (auto& t : workers_) t.join();
+    workers_.clear();
+  }
+
+  std::vector<std::thread> workers_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> next_{0};
+  std::atomic<int> done_{0};
+  std::atomic<bool> quit_{false};
+  const std::function<void(int)>* job_ = nullptr;
+  int chunks_ = 0;
+};
+
+Pool* gPool = nullptr;
+
+// ---- N-API glue ----
+
+struct Napi {
+  napi_env env;
+  bool failed = false;
+
+  void fail(const std::string& message) {
+    if (!failed) napi_throw_type_error(env, nullptr, message.c_str());
+    failed = true;
+  }
+
+  template <typename T>
+  T* typedArray(napi_value v, napi_typedarray_type want, size_t* length, const char* what) {
+    bool is = false;
+    napi_is_typedarray(env, v, &is);
+    if (!is) {
+      fail(std::string(what) + " must be a typed array");
+      return nullptr;
+    }
+    napi_typedarray_type type;
+    void* data = nullptr;
+    napi_get_typedarray_info(env, v, &type, length, &data, nullptr, nullptr);
+    if (type != want) {
+      fail(std::string(what) + " has the wrong element type");
+      return nullptr;
+    }
+    return static_cast<T*>(data);
+  }
+
+  int integer(napi_value v, const char* what) {
+    int32_t out = 0;
+    if (napi_get_value_int32(env, v, &out) != napi_ok || out < 0) fail(std::string(what) + " must be a non-negative integer");
+    return out;
+  }
+};
+
+napi_value undefinedValue(napi_env env) {
+  napi_value u;
+  napi_get_undefined(env, &u);
+  return u;
+}
+
+// packInt8(values: Int8Array [cols, rows] (B = W^T), rows, cols) -> Uint8Array [rows, padded(cols)] of w + 64
+napi_value PackInt8(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value args[3];
+  napi_get_cb_info(env, info, &argc, args, nullptr, nullptr);
+  Napi n{env};
+  size_t length = 0;
+  const int8_t* b = argc == 3 ? n.typedArray<int8_t>(args[0], napi_int8_array, &length, "values") : nullptr;
+  if (argc != 3) n.fail("packInt8(values, rows, cols)");
+  const int rows = n.failed ? 0 : n.integer(args[1], "rows");
+  const int cols = n.failed ? 0 : n.integer(args[2], "cols");
+  if (!n.failed && length != static_cast<size_t>(rows) * cols) n.fail("values must hold rows * cols numbers");
+  if (n.failed) return nullptr;
+  const int kp = padded(cols);
+  void* data = nullptr;
+  napi_value buffer, out;
+  napi_create_arraybuffer(env, static_cast<size_t>(rows) * kp, &data, &buffer);
+  uint8_t* w = static_cast<uint8_t*>(data);
+  std::memset(w, 64, static_cast<size_t>(rows) * kp);
+  for (int c = 0; c < cols; c++) {
+    const int8_t* line = b + static_cast<size_t>(c) * rows;
+    for (int r = 0; r < rows; r++) w[static_cast<size_t>(r) * kp + c] = static_cast<uint8_t>(line[r] + 64);
+  }
+  napi_create_typedarray(env, napi_uint8_array, static_cast<size_t>(rows) * kp, buffer, 0, &out);
+  return out;
+}
+
+// Rows per chunk handed to a thread: enough to amortise the hand-off, few enough to balance.
+constexpr int kRowsPerChunk = 32;
+
+// gemv(bits, out, weight, scales, x, cols, rows | null): out[i] = row (rows ? rows[i] : i) . x
+// bits 8: packInt8's rows, scales [rows]; bits 4: MatMulNBits' rows, scales [rows * blocks]
+napi_value Gemv(napi_env env, napi_callback_info info) {
+  size_t argc = 7;
+  napi_value args[7];
+  napi_get_cb_info(env, info, &argc, args, nullptr, nullptr);
+  Napi n{env};
+  if (argc != 7) {
+    n.fail("gemv(bits, out, packed, scales, x, cols, rows)");
+    return nullptr;
+  }
+  const int bits = n.integer(args[0], "bits");
+  if (!n.failed && bits != 8 && bits != 4) n.fail("bits must be 8 or 4");
+  size_t outLength = 0, packedLength = 0, scaleLength = 0, xLength = 0, subsetLength = 0;
+  float* out = n.failed ? nullptr : n.typedArray<float>(args[1], napi_float32_array, &outLength, "out");
+  const uint8_t* packed = n.failed ? nullptr : n.typedArray<uint8_t>(args[2], napi_uint8_array, &packedLength, "packed");
+  const float* scales = n.failed ? nullptr : n.typedArray<float>(args[3], napi_float32_array, &scaleLength, "scales");
+  const float* x = n.failed ? nullptr : n.typedArray<float>(args[4], napi_float32_array, &xLength, "x");
+  const int cols = n.failed ? 0 : n.integer(args[5], "cols");
+  napi_valuetype subsetType = napi_null;
+  if (!n.failed) napi_typeof(env, args[6], &subsetType);
+  const int32_t* subset = nullptr;
+  const bool hasSubset = subsetType != napi_null && subsetType != napi_undefined;
+  if (!n.failed && hasSubset) subset = n.typedArray<int32_t>(args[6], napi_int32_array, &subsetLength, "rows");
+  if (n.failed) return nullptr;
+  const int kp = padded(cols);
+  const int blocks = (cols + kBlock - 1) / kBlock;
+  const size_t rowBytes = bits == 8 ? static_cast<size_t>(kp) : static_cast<size_t>(blocks) * (kBlock / 2);
+  if (cols == 0 || packedLength % rowBytes != 0) {
+    n.fail("packed does not hold whole rows of cols values");
+    return nullptr;
+  }
+  const size_t rows = packedLength / rowBytes;
+  if (xLength != static_cast<size_t>(cols)) n.fail("x must hold cols numbers");
+  if (!n.failed && scaleLength != (bits == 8 ? rows : rows * blocks)) n.fail("scales must hold one per row (int8) or per block (int4)");
+  const size_t count = hasSubset ? subsetLength : rows;
+  if (!n.failed && outLength != count) n.fail("out must hold one number per row computed");
+  for (size_t i = 0; !n.failed && hasSubset && i < subsetLength; i++) {
+    if (subset[i] < 0 || static_cast<size_t>(subset[i]) >= rows) n.fail("rows holds an index outside the matrix");
+  }
+  if (n.failed) return nullptr;
+
+  QuantizedX q;
+  quantizeX(x, cols, q);
+  if (bits == 4) evensFirst(q);
+  const int chunks = static_cast<int>((count + kRowsPerChunk - 1) / kRowsPerChunk);
+  gPool->run(chunks, [&](int chunk) {
+    const size_t end = std::min(count, static_cast<size_t>(chunk + 1) * kRowsPerChunk);
+    for (size_t i = static_cast<size_t>(chunk) * kRowsPerChunk; i < end; i++) {
+      const size_t r = hasSubset ? static_cast<size_t>(subset[i]) : i;
+      out[i] = bits == 8 ? scales[r] * dotInt8(packed + r * rowBytes, q, kp) : dotInt4(packed + r * rowBytes, scales + r * blocks, q, blocks);
+    }
+  });
+  return undefinedValue(env);
+}
+
+// setThreads(n): the pool's size, this thread included.
+napi_value SetThreads(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value arg;
+  napi_get_cb_info(env, info, &argc, &arg, nullptr, nullptr);
+  Napi n{env};
+  const int threads = argc == 1 ? n.integer(arg, "threads") : 0;
+  if (!n.failed && (threads < 1 || threads > 256)) n.fail("threads must be 1 .. 256");
+  if (n.failed) return nullptr;
+  gPool->resize(threads);
+  return undefinedValue(env);
+}
+
+// info() -> { path, threads }
+napi_value Info(napi_env env, napi_callback_info) {
+  napi_value out, path, threads;
+  napi_create_object(env, &out);
+  napi_create_string_utf8(env, pathName(gPath), NAPI_AUTO_LENGTH, &path);
+  napi_create_int32(env, gPool->size(), &threads);
+  napi_set_named_property(env, out, "path", path);
+  napi_set_named_property(env, out, "threads", threads);
+  return out;
+}
+
+// forcePath(name): run a slower path this CPU also has (tests compare them).
+napi_value ForcePath(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value arg;
+  napi_get_cb_info(env, info, &argc, &arg, nullptr, nullptr);
+  char name[32] = {0};
+  size_t length = 0;
+  if (argc != 1 || napi_get_value_string_utf8(env, arg, name, sizeof name, &length) != napi_ok) {
+    napi_throw_type_error(env, nullptr, "forcePath(name)");
+    return nullptr;
+  }
+  const Path best = detectPath();
+  const std::string want(name);
+  Path chosen;
+  if (want == "portable") chosen = Path::Portable;
+  else if (want == "avx2" && best != Path::Portable) chosen = Path::Avx2;
+  else if (want == "avx512-vnni" && best == Path::Avx512Vnni) chosen = Path::Avx512Vnni;
+  else {
+    napi_throw_error(env, nullptr, ("this CPU cannot run the " + want + " path").c_str());
+    return nullptr;
+  }
+  gPath = chosen;
+  return undefinedValue(env);
+}
+
+napi_value Init(napi_env env, napi_value exports) {
+  if (gPool == nullptr) gPool = new Pool(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  const napi_property_descriptor props[] = {
+      {"packInt8", nullptr, PackInt8, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"gemv", nullptr, Gemv, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"setThreads", nullptr, SetThreads, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"info", nullptr, Info, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"forcePath", nullptr, ForcePath, nullptr, nullptr, nullptr, napi_default, nullptr},
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  return exports;
+}
+
+}  // namespace
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, Init)
