@@ -13,6 +13,9 @@ export function linear(g: GraphBuilder, x: string, w: string, b?: string): strin
 /** Inputs per int4 block (one scale each): MatMulNBits' block_size. */
 export const INT4_BLOCK = 32;
 
+/** The scale input that goes with a quantized weight input `weight` of weightedLinear. */
+export const scaleOf = (weight: string): string => `${weight}_scale`;
+
 /**
  * How a model holds its linear weights (quantize.ts): fp32; int8 with one scale per output;
  * int4 in blocks of 32 inputs with a scale each.
@@ -39,13 +42,13 @@ export function weightedLinear(
   if (format === 'int4') {
     if (typeof out !== 'number' || typeof inFeatures !== 'number') throw new Error(`${name}: an int4 weight needs fixed dimensions`);
     const blocks = Math.ceil(inFeatures / INT4_BLOCK);
-    const inputs = [x, g.input(name, [out, blocks, INT4_BLOCK / 2], 'uint8'), g.input(`${name}_scale`, [out * blocks])];
+    const inputs = [x, g.input(name, [out, blocks, INT4_BLOCK / 2], 'uint8'), g.input(scaleOf(name), [out * blocks])];
     if (b !== undefined) inputs.push('', '', b);
     const attrs = { K: inFeatures, N: out, bits: 4, block_size: INT4_BLOCK, accuracy_level: 4 };
     return g.node('MatMulNBits', inputs, attrs, 1, 'com.microsoft')[0]!;
   }
   if (format === 'int8') {
-    const inputs = [x, g.input(name, [inFeatures, out], 'int8'), g.input(`${name}_scale`, [out])];
+    const inputs = [x, g.input(name, [inFeatures, out], 'int8'), g.input(scaleOf(name), [out])];
     if (b !== undefined) inputs.push('', b);
     return g.node('DynamicQuantizeMatMul', inputs, {}, 1, 'com.microsoft')[0]!;
   }

@@ -11,6 +11,8 @@
 import ort from 'onnxruntime-node';
 import type { Feeds } from '../graph/session.js';
 import { ReusableBuffers } from '../util/reusable-buffers.js';
+import { scaleOf } from '../graph/ops.js';
+import { LAYER } from './decoder-io.js';
 
 type Typed = Float32Array | Int8Array;
 
@@ -57,31 +59,32 @@ export function compactFfn(layer: Feeds, neurons: readonly number[], ffn: number
   // down-projection row says exactly that without a zero-width tensor.
   const rows = neurons.length === 0 ? [0] : neurons;
   const k = rows.length;
-  const gateUpDense = layer.gate_up_w!.data as Typed;
-  const downDense = layer.down_t!.data as Typed;
+  const gateUpDense = layer[LAYER.gateUp]!.data as Typed;
+  const downDense = layer[LAYER.downT]!.data as Typed;
   const gateUp = workspace.take('gate_up', gateUpDense, 2 * k * hidden);
   const down = workspace.take('down', downDense, k * hidden);
   const feeds: Feeds = {};
   if (gateUpDense instanceof Int8Array) {
     gatherColumnPairs(gateUp as Int8Array, gateUpDense, hidden, 2 * ffn, rows, ffn);
-    const scales = layer.gate_up_w_scale!.data as Float32Array;
+    const scales = layer[scaleOf(LAYER.gateUp)]!.data as Float32Array;
     const compactScales = workspace.take('gate_up_scale', scales, 2 * k);
     gatherRows(compactScales, scales, rows, 1, ffn);
-    feeds.gate_up_w = new ort.Tensor('int8', gateUp, [hidden, 2 * k]);
-    feeds.gate_up_w_scale = new ort.Tensor('float32', compactScales, [2 * k]);
-    feeds.down_t_scale = layer.down_t_scale!;
+    feeds[LAYER.gateUp] = new ort.Tensor('int8', gateUp, [hidden, 2 * k]);
+    feeds[scaleOf(LAYER.gateUp)] = new ort.Tensor('float32', compactScales, [2 * k]);
+    feeds[scaleOf(LAYER.downT)] = layer[scaleOf(LAYER.downT)]!;
   } else {
     gatherRows(gateUp, gateUpDense, rows, hidden, ffn);
-    feeds.gate_up_w = new ort.Tensor('float32', gateUp, [2 * k, hidden]);
+    feeds[LAYER.gateUp] = new ort.Tensor('float32', gateUp, [2 * k, hidden]);
   }
   if (neurons.length === 0) down.fill(0);
   else gatherRows(down, downDense, rows, hidden);
-  feeds.down_t = new ort.Tensor(typeOf(downDense), down, [k, hidden]);
-  if (layer.gate_up_b) {
-    const bias = layer.gate_up_b.data as Float32Array;
+  feeds[LAYER.downT] = new ort.Tensor(typeOf(downDense), down, [k, hidden]);
+  const denseBias = layer[LAYER.gateUpBias];
+  if (denseBias) {
+    const bias = denseBias.data as Float32Array;
     const compactBias = workspace.take('gate_up_b', bias, 2 * k);
     gatherRows(compactBias, bias, rows, 1, ffn);
-    feeds.gate_up_b = new ort.Tensor('float32', compactBias, [2 * k]);
+    feeds[LAYER.gateUpBias] = new ort.Tensor('float32', compactBias, [2 * k]);
   }
   return feeds;
 }

@@ -13,6 +13,7 @@
 import { GraphBuilder, type BakedTensor } from '../graph/builder.js';
 import { activation, mergeHeads, rmsNorm, splitHeads, weightedLinear, type WeightFormat } from '../graph/ops.js';
 import type { TextConfig } from '../io/model-config.js';
+import { groupPrefix, HEAD, LAYER, STEP } from './decoder-io.js';
 
 /** What a layer run may additionally return, for a sparsity policy. */
 export interface TapRequest {
@@ -43,20 +44,20 @@ interface StepInputs {
 function stepInputs(g: GraphBuilder, c: TextConfig): StepInputs {
   const hd = c.headDim;
   return {
-    cos: g.input('cos', ['seq', hd / 2]),
-    sin: g.input('sin', ['seq', hd / 2]),
-    row: g.input('row', [1, 'seq'], 'int64'),
-    mask: g.input('mask', ['seq', 'seq']),
+    cos: g.input(STEP.cos, ['seq', hd / 2]),
+    sin: g.input(STEP.sin, ['seq', hd / 2]),
+    row: g.input(STEP.row, [1, 'seq'], 'int64'),
+    mask: g.input(STEP.mask, ['seq', 'seq']),
   };
 }
 
 /** One layer on its own, every weight an input: the graph compact core-neuron FFNs and layer-by-layer prefills feed. */
 export function buildLayerGraph(c: TextConfig, variant: LayerGraphVariant): Uint8Array {
   const g = new GraphBuilder('decoder_layer');
-  const x = g.input('x', ['seq', c.hiddenSize]);
+  const x = g.input(STEP.x, ['seq', c.hiddenSize]);
   const layer = addLayer(g, c, variant, x, stepInputs(g, c), '');
   addLayerOutputs(g, c, variant, layer, '');
-  g.output('out', layer.out, ['seq', c.hiddenSize]);
+  g.output(STEP.out, layer.out, ['seq', c.hiddenSize]);
   return g.toBytes();
 }
 
@@ -72,28 +73,28 @@ export function buildLayerGraph(c: TextConfig, variant: LayerGraphVariant): Uint
  */
 export function buildLayerGroupGraph(c: TextConfig, format: WeightFormat, layers: readonly number[], baked: Readonly<Record<string, BakedTensor>> = {}): Uint8Array {
   const g = new GraphBuilder('decoder_layers');
-  let x = g.input('x', ['seq', c.hiddenSize]);
+  let x = g.input(STEP.x, ['seq', c.hiddenSize]);
   const step = stepInputs(g, c);
   // One layer holds its taps as the layer-per-session graphs did; more would hold them all.
   const variant = { withCache: true, format, ffnActivations: layers.length === 1, lastAttention: layers.length === 1 };
   for (const l of layers) {
-    const layer = addLayer(g, c, variant, x, step, `l${l}.`);
-    addLayerOutputs(g, c, variant, layer, `l${l}.`);
+    const layer = addLayer(g, c, variant, x, step, groupPrefix(l));
+    addLayerOutputs(g, c, variant, layer, groupPrefix(l));
     x = layer.out;
   }
-  g.output('out', x, ['seq', c.hiddenSize]);
+  g.output(STEP.out, x, ['seq', c.hiddenSize]);
   return g.toBytes(baked);
 }
 
 /** A layer's new keys and values and the taps `variant` asks for, as outputs named `${prefix}<name>`. */
 function addLayerOutputs(g: GraphBuilder, c: TextConfig, variant: LayerGraphVariant, layer: LayerValues, prefix: string): void {
-  g.output(`${prefix}new_k`, layer.newK, [c.numKeyValueHeads, 'seq', c.headDim]);
-  g.output(`${prefix}new_v`, layer.newV, [c.numKeyValueHeads, 'seq', c.headDim]);
-  if (variant.ffnActivations) g.output(`${prefix}ffn_act`, layer.act, ['seq', layer.ffn]);
+  g.output(prefix + LAYER.newK, layer.newK, [c.numKeyValueHeads, 'seq', c.headDim]);
+  g.output(prefix + LAYER.newV, layer.newV, [c.numKeyValueHeads, 'seq', c.headDim]);
+  if (variant.ffnActivations) g.output(prefix + LAYER.ffnAct, layer.act, ['seq', layer.ffn]);
   if (variant.lastAttention) {
     // [kvh, group * seq, keys] -> [heads, seq, keys] (0: keep that dim), then the last row.
     const byHead = g.op('Reshape', [layer.probs, g.constInt64([c.numAttentionHeads, -1, 0])]);
-    g.output(`${prefix}last_attn`, g.op('Gather', [byHead, g.constInt64([-1], [])], { axis: 1 }), [c.numAttentionHeads, 'keys']);
+    g.output(prefix + LAYER.lastAttn, g.op('Gather', [byHead, g.constInt64([-1], [])], { axis: 1 }), [c.numAttentionHeads, 'keys']);
   }
 }
 
@@ -123,11 +124,11 @@ function addLayer(g: GraphBuilder, c: TextConfig, variant: LayerGraphVariant, x:
 
   // q, k and v come from one product with the three weights stacked, [q; k; v] rows: one pass
   // over the weights instead of three, which is what a bandwidth-bound decode step pays for.
-  const xn = rmsNorm(g, x, w('input_norm', [h]), c.rmsNormEps);
+  const xn = rmsNorm(g, x, w(LAYER.inputNorm, [h]), c.rmsNormEps);
   const qkvRows = (nh + 2 * kvh) * hd;
   const proj = (x: string, name: string, out: number | string, inFeatures: number | string, b?: string, transposed = false) =>
     weightedLinear(g, x, prefix + name, out, inFeatures, variant.format, b, transposed);
-  const qkv = g.op('Unsqueeze', [proj(xn, 'qkv_w', qkvRows, h, bias('qkv_b', qkvRows, c.qkvBias)), g.constInt64([0])]);
+  const qkv = g.op('Unsqueeze', [proj(xn, LAYER.qkv, qkvRows, h, bias(LAYER.qkvBias, qkvRows, c.qkvBias)), g.constInt64([0])]);
   const [q, k, v] = g.node('Split', [qkv, g.constInt64([nh * hd, kvh * hd, kvh * hd])], { axis: 2 }, 3) as [string, string, string];
   const qr = g.op('Mul', [splitHeads(g, rotary(q, nh), nh, hd), g.constFloat([1 / Math.sqrt(hd)])]);
   const newK = splitHeads(g, rotary(k, kvh), kvh, hd);
@@ -145,9 +146,9 @@ function addLayer(g: GraphBuilder, c: TextConfig, variant: LayerGraphVariant, x:
   let probs: string;
   let context: string;
   if (variant.withCache) {
-    const cacheK = w('cache_k', [kvh, 'capacity', hd]);
-    const cacheV = w('cache_v', [kvh, 'capacity', hd]);
-    const cacheScores = g.op('Add', [scoresAgainst(qGrouped, cacheK), w('cache_mask', [1, 'capacity'])]);
+    const cacheK = w(LAYER.cacheK, [kvh, 'capacity', hd]);
+    const cacheV = w(LAYER.cacheV, [kvh, 'capacity', hd]);
+    const cacheScores = g.op('Add', [scoresAgainst(qGrouped, cacheK), w(LAYER.cacheMask, [1, 'capacity'])]);
     probs = g.op('Softmax', [g.op('Concat', [cacheScores, selfScores], { axis: -1 })], { axis: -1 });
     const capacity = g.op('Gather', [g.op('Shape', [cacheK]), g.constInt64([1])], { axis: 0 });
     const axis = g.constInt64([-1]);
@@ -159,27 +160,27 @@ function addLayer(g: GraphBuilder, c: TextConfig, variant: LayerGraphVariant, x:
     context = g.op('MatMul', [probs, newV]);
   }
   const merged = mergeHeads(g, g.op('Reshape', [context, g.constInt64([nh, -1, hd])]), nh, hd);
-  const attnOut = proj(merged, 'o_w', h, nh * hd, bias('o_b', h, c.oBias));
+  const attnOut = proj(merged, LAYER.o, h, nh * hd, bias(LAYER.oBias, h, c.oBias));
   const afterAttn = g.op('Add', [x, attnOut]);
 
-  const yn = rmsNorm(g, afterAttn, w('post_norm', [h]), c.rmsNormEps);
+  const yn = rmsNorm(g, afterAttn, w(LAYER.postNorm, [h]), c.rmsNormEps);
   // gate and up likewise: [gate; up] rows, 2 x ffn of them.
   // The FFN's width is symbolic where compact FFNs feed the graph; int4 (baked only) fixes it.
   // Each layer of a group has its own (compact FFNs differ in width from layer to layer).
   const [ffn, ffn2] = variant.format === 'int4' ? [c.intermediateSize, 2 * c.intermediateSize] : [`${prefix}ffn`, `${prefix}ffn2`];
-  const gateUp = proj(yn, 'gate_up_w', ffn2, h, bias('gate_up_b', ffn2, c.mlpBias));
+  const gateUp = proj(yn, LAYER.gateUp, ffn2, h, bias(LAYER.gateUpBias, ffn2, c.mlpBias));
   const [gate, up] = g.node('Split', [gateUp], { axis: 1, num_outputs: 2 }, 2) as [string, string];
   const act = g.op('Mul', [activation(g, gate, c.hiddenAct), up]);
   // down_proj is held transposed, [ffn, hidden], so a neuron's weights are one row of each matrix.
-  const down = proj(act, 'down_t', h, ffn, bias('down_b', h, c.mlpBias), true);
+  const down = proj(act, LAYER.downT, h, ffn, bias(LAYER.downBias, h, c.mlpBias), true);
   return { out: g.op('Add', [afterAttn, down]), newK, newV, act, ffn, probs };
 }
 
 export function buildLmHeadGraph(c: TextConfig, format: WeightFormat, baked: Readonly<Record<string, BakedTensor>> = {}): Uint8Array {
   const g = new GraphBuilder('lm_head');
-  const x = g.input('x', ['rows', c.hiddenSize]);
-  const norm = rmsNorm(g, x, g.input('norm', [c.hiddenSize]), c.rmsNormEps);
-  g.output('logits', weightedLinear(g, norm, 'lm_w', c.vocabSize, c.hiddenSize, format), ['rows', c.vocabSize]);
+  const x = g.input(HEAD.x, ['rows', c.hiddenSize]);
+  const norm = rmsNorm(g, x, g.input(HEAD.norm, [c.hiddenSize]), c.rmsNormEps);
+  g.output(HEAD.logits, weightedLinear(g, norm, HEAD.weight, c.vocabSize, c.hiddenSize, format), ['rows', c.vocabSize]);
   return g.toBytes(baked);
 }
 

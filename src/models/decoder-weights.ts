@@ -7,9 +7,10 @@ import ort from 'onnxruntime-node';
 import { GraphSession, tensor, type RuntimeOptions } from '../graph/session.js';
 import { CorematchingError } from '../io/errors.js';
 import type { TextConfig } from '../io/model-config.js';
-import type { WeightFormat } from '../graph/ops.js';
+import { scaleOf, type WeightFormat } from '../graph/ops.js';
 import { ConvertedCache } from './converted-cache.js';
 import { buildLayerGroupGraph, buildLmHeadGraph } from './decoder-graph.js';
+import { groupPrefix, HEAD, LAYER } from './decoder-io.js';
 import { emptyInt4, emptyInt8, quantizeInt4Rows, quantizeLinearRows, quantizeRowsInto } from './quantize.js';
 import { collectGarbage } from '../util/collect-garbage.js';
 import { forEachRowSlice, linearFeeds, optionalWeight, quantizedLinearFeeds, tensorBytes, weight, type WeightSource } from './weights.js';
@@ -55,30 +56,30 @@ function loadLayer(source: WeightSource, p: string, c: TextConfig, format: Weigh
   const gateUp = [`${p}mlp.gate_proj`, `${p}mlp.up_proj`];
   const [oName, downName] = [`${p}self_attn.o_proj.weight`, `${p}mlp.down_proj.weight`];
   const entries: [string, ort.Tensor | undefined][] = [
-    ['input_norm', weight(source, `${p}input_layernorm.weight`, [h])],
-    ['qkv_b', c.qkvBias ? tensor(stacked(source, qkvNames('bias'), qkvRows), [nh * hd + 2 * kvh * hd]) : undefined],
-    ['o_b', optionalWeight(source, `${p}self_attn.o_proj.bias`, [h], c.oBias)],
-    ['post_norm', weight(source, `${p}post_attention_layernorm.weight`, [h])],
-    ['gate_up_b', c.mlpBias ? tensor(stacked(source, gateUp.map((n) => `${n}.bias`), [ffn, ffn]), [2 * ffn]) : undefined],
-    ['down_b', optionalWeight(source, `${p}mlp.down_proj.bias`, [h], c.mlpBias)],
+    [LAYER.inputNorm, weight(source, `${p}input_layernorm.weight`, [h])],
+    [LAYER.qkvBias, c.qkvBias ? tensor(stacked(source, qkvNames('bias'), qkvRows), [nh * hd + 2 * kvh * hd]) : undefined],
+    [LAYER.oBias, optionalWeight(source, `${p}self_attn.o_proj.bias`, [h], c.oBias)],
+    [LAYER.postNorm, weight(source, `${p}post_attention_layernorm.weight`, [h])],
+    [LAYER.gateUpBias, c.mlpBias ? tensor(stacked(source, gateUp.map((n) => `${n}.bias`), [ffn, ffn]), [2 * ffn]) : undefined],
+    [LAYER.downBias, optionalWeight(source, `${p}mlp.down_proj.bias`, [h], c.mlpBias)],
   ];
   const vectors = Object.fromEntries(entries.filter((e): e is [string, ort.Tensor] => e[1] !== undefined));
   if (format === 'fp32') {
     return {
       ...vectors,
-      ...linearFeeds('qkv_w', stacked(source, qkvNames('weight'), qkvRows, h), nh * hd + 2 * kvh * hd, h, format),
-      ...linearFeeds('o_w', source.read(oName, [h, nh * hd]), h, nh * hd, format),
-      ...linearFeeds('gate_up_w', stacked(source, gateUp.map((n) => `${n}.weight`), [ffn, ffn], h), 2 * ffn, h, format),
-      ...linearFeeds('down_t', transpose(source.read(downName, [h, ffn]), h, ffn), h, ffn, format, true),
+      ...linearFeeds(LAYER.qkv, stacked(source, qkvNames('weight'), qkvRows, h), nh * hd + 2 * kvh * hd, h, format),
+      ...linearFeeds(LAYER.o, source.read(oName, [h, nh * hd]), h, nh * hd, format),
+      ...linearFeeds(LAYER.gateUp, stacked(source, gateUp.map((n) => `${n}.weight`), [ffn, ffn], h), 2 * ffn, h, format),
+      ...linearFeeds(LAYER.downT, transpose(source.read(downName, [h, ffn]), h, ffn), h, ffn, format, true),
     };
   }
   // int8 quantizes W [out, in] to B = W^T [in, out]: down_proj's B is [ffn, h], a neuron a row, as the graph takes down_t.
   return {
     ...vectors,
-    ...quantizedLinearFeeds('qkv_w', source, qkvNames('weight'), qkvRows, h, format),
-    ...quantizedLinearFeeds('o_w', source, [oName], [h], nh * hd, format),
-    ...quantizedLinearFeeds('gate_up_w', source, gateUp.map((n) => `${n}.weight`), [ffn, ffn], h, format),
-    ...quantizedLinearFeeds('down_t', source, [downName], [h], ffn, format),
+    ...quantizedLinearFeeds(LAYER.qkv, source, qkvNames('weight'), qkvRows, h, format),
+    ...quantizedLinearFeeds(LAYER.o, source, [oName], [h], nh * hd, format),
+    ...quantizedLinearFeeds(LAYER.gateUp, source, gateUp.map((n) => `${n}.weight`), [ffn, ffn], h, format),
+    ...quantizedLinearFeeds(LAYER.downT, source, [downName], [h], ffn, format),
   };
 }
 
@@ -108,7 +109,7 @@ function quantizeEmbeddingAndHead(
     if (headName === undefined) quantizeHead(slice, first);
   });
   if (headName !== undefined) forEachRowSlice(source, headName, vocab, h, quantizeHead);
-  const headGraph = buildLmHeadGraph(c, format, { lm_w: headWeight.values, lm_w_scale: headWeight.scales, norm: finalNorm });
+  const headGraph = buildLmHeadGraph(c, format, { [HEAD.weight]: headWeight.values, [scaleOf(HEAD.weight)]: headWeight.scales, [HEAD.norm]: finalNorm });
   return { embedding: { int8: new ort.Tensor('int8', rows.values, [vocab, h]), scales: tensor(rows.scales, [vocab]) }, headGraph };
 }
 
@@ -129,9 +130,9 @@ async function loadEmbeddingAndHead(
   if (format === 'fp32') {
     const table = source.read(embedName, [vocab, h]);
     // A tied fp32 table serves both; baking it would hold it twice.
-    const headFeeds = linearFeeds('lm_w', tied ? table : source.read(lmHeadName, [vocab, h]), vocab, h, format);
-    const head = await GraphSession.create(buildLmHeadGraph(c, format, tied ? {} : { ...headFeeds, norm: finalNorm }), runtime);
-    return { embedding: { table }, head, lmHead: tied ? { ...headFeeds, norm: finalNorm } : {} };
+    const headFeeds = linearFeeds(HEAD.weight, tied ? table : source.read(lmHeadName, [vocab, h]), vocab, h, format);
+    const head = await GraphSession.create(buildLmHeadGraph(c, format, tied ? {} : { ...headFeeds, [HEAD.norm]: finalNorm }), runtime);
+    return { embedding: { table }, head, lmHead: tied ? { ...headFeeds, [HEAD.norm]: finalNorm } : {} };
   }
   // One pass converts both (a tied table is read once); a cache hit converts nothing.
   let converted: ReturnType<typeof quantizeEmbeddingAndHead> | undefined;
@@ -182,7 +183,7 @@ async function loadLayerGroups(
     const feeds = loadLayer(source, `${prefix}layers.${l}.`, c, format);
     const bytes = tensorBytes(feeds);
     if (l > pending.first && (pending.bytes + bytes > GROUP_BYTES || layerBreaks.includes(l))) await bake(l);
-    for (const [name, t] of Object.entries(feeds)) pending.feeds[`l${l}.${name}`] = t;
+    for (const [name, t] of Object.entries(feeds)) pending.feeds[groupPrefix(l) + name] = t;
     pending.bytes += bytes;
   }
   await bake(c.numHiddenLayers);

@@ -23,6 +23,7 @@ import type { WeightFormat } from '../graph/ops.js';
 import { compactFfn, FfnWorkspace } from './compact-ffn.js';
 import { buildLayerGraph, buildLayerGroupGraph, cacheMask, causalMask, layerGraphKey, type TapRequest } from './decoder-graph.js';
 import { DecoderWeights, type LayerGroup, type SourceOpener } from './decoder-weights.js';
+import { groupPrefix, HEAD, LAYER, STEP } from './decoder-io.js';
 import { KvCache } from './kv-cache.js';
 import { inverseFrequencies, ropeTables } from './rope.js';
 import type { WeightSource } from './weights.js';
@@ -168,7 +169,7 @@ export class LlamaDecoder {
 
   /** Final norm and LM head over `rows` hidden states, [rows, vocab]. */
   async logits(hidden: Float32Array, rows: number): Promise<Float32Array> {
-    const [logits] = await this.weights.head.runFloat({ ...this.weights.lmHead, x: tensor(hidden, [rows, this.config.hiddenSize]) }, ['logits']);
+    const [logits] = await this.weights.head.runFloat({ ...this.weights.lmHead, [HEAD.x]: tensor(hidden, [rows, this.config.hiddenSize]) }, [HEAD.logits]);
     return logits!;
   }
 
@@ -206,7 +207,7 @@ export class LlamaDecoder {
   private runGroup(group: LayerGroup, hidden: Float32Array, positions: readonly number[], cache: KvCache, step: StepTables, taps: TapRequest) {
     const layers = layersOf(group);
     const feeds = this.stepFeeds(hidden, positions, step);
-    return this.runLayers(group.session, feeds, layers, (l) => `l${l}.`, true, positions.length, cache, step, taps);
+    return this.runLayers(group.session, feeds, layers, groupPrefix, true, positions.length, cache, step, taps);
   }
 
   /**
@@ -219,9 +220,9 @@ export class LlamaDecoder {
     const session = await this.sessions.get(`fed-group:${format}:${group.first}-${group.end}`, () => buildLayerGroupGraph(this.config, format, layers));
     const feeds = this.stepFeeds(hidden, positions, step);
     for (const l of layers) {
-      for (const [name, t] of Object.entries({ ...this.weights.layerFeeds(l), ...ffns[l] })) feeds[`l${l}.${name}`] = t;
+      for (const [name, t] of Object.entries({ ...this.weights.layerFeeds(l), ...ffns[l] })) feeds[groupPrefix(l) + name] = t;
     }
-    return this.runLayers(session, feeds, layers, (l) => `l${l}.`, true, positions.length, cache, step, {});
+    return this.runLayers(session, feeds, layers, groupPrefix, true, positions.length, cache, step, {});
   }
 
   /**
@@ -243,13 +244,13 @@ export class LlamaDecoder {
     const last = layers[layers.length - 1]!;
     const past = cache.length(last);
     let slots = 0;
-    const names = ['out'];
+    const names: string[] = [STEP.out];
     for (const l of layers) {
       if (withCache) slots = this.cacheFeeds(l, prefix(l), cache, step, feeds);
-      names.push(`${prefix(l)}new_k`, `${prefix(l)}new_v`);
+      names.push(prefix(l) + LAYER.newK, prefix(l) + LAYER.newV);
     }
-    if (taps.ffnActivations) names.push(`${prefix(last)}ffn_act`);
-    if (taps.lastAttention) names.push(`${prefix(last)}last_attn`);
+    if (taps.ffnActivations) names.push(prefix(last) + LAYER.ffnAct);
+    if (taps.lastAttention) names.push(prefix(last) + LAYER.lastAttn);
     const [out, ...rest] = await session.runFloat(feeds, names);
     for (const l of layers) cache.append(l, rest.shift()!, rest.shift()!, seq);
     const result: LayerTaps = {};
@@ -264,11 +265,11 @@ export class LlamaDecoder {
     const seq = positions.length;
     const rope = step.rope(positions);
     return {
-      x: tensor(hidden, [seq, c.hiddenSize]),
-      cos: tensor(rope.cos, [seq, c.headDim / 2]),
-      sin: tensor(rope.sin, [seq, c.headDim / 2]),
-      row: step.rows(seq),
-      mask: tensor(step.causal(seq), [seq, seq]),
+      [STEP.x]: tensor(hidden, [seq, c.hiddenSize]),
+      [STEP.cos]: tensor(rope.cos, [seq, c.headDim / 2]),
+      [STEP.sin]: tensor(rope.sin, [seq, c.headDim / 2]),
+      [STEP.row]: step.rows(seq),
+      [STEP.mask]: tensor(step.causal(seq), [seq, seq]),
     };
   }
 
@@ -280,9 +281,9 @@ export class LlamaDecoder {
     const past = cache.length(layer);
     const { k, v } = past > 0 ? cache.buffers(layer) : cache.emptyBuffers();
     const slots = k.dims[1]!;
-    feeds[`${prefix}cache_k`] = k;
-    feeds[`${prefix}cache_v`] = v;
-    feeds[`${prefix}cache_mask`] = tensor(slots > 0 ? step.cacheMask(past) : new Float32Array(0), [1, slots]);
+    feeds[prefix + LAYER.cacheK] = k;
+    feeds[prefix + LAYER.cacheV] = v;
+    feeds[prefix + LAYER.cacheMask] = tensor(slots > 0 ? step.cacheMask(past) : new Float32Array(0), [1, slots]);
     return slots;
   }
 }

@@ -3,7 +3,7 @@
  * Also the two key layouts LLaVA checkpoints use in the wild.
  */
 import ort from 'onnxruntime-node';
-import type { WeightFormat } from '../graph/ops.js';
+import { scaleOf, type WeightFormat } from '../graph/ops.js';
 import { CorematchingError } from '../io/errors.js';
 import { tensor } from '../graph/session.js';
 import { emptyInt4, emptyInt8, quantizeInt4, quantizeInt4Rows, quantizeLinear, quantizeLinearRows } from './quantize.js';
@@ -106,7 +106,7 @@ export function linearFeeds(key: string, w: Float32Array, out: number, inFeature
   if (format === 'fp32') return { [key]: tensor(w, transposed ? [inFeatures, out] : [out, inFeatures]) };
   if (transposed) throw new Error(`${key}: quantized weights are made from W [out, in]`);
   const q = format === 'int4' ? quantizeInt4(w, out, inFeatures) : quantizeLinear(w, out, inFeatures);
-  return { [key]: q.values, [`${key}_scale`]: q.scales };
+  return { [key]: q.values, [scaleOf(key)]: q.scales };
 }
 
 /**
@@ -138,5 +138,5 @@ export function quantizedLinearFeeds(
     );
     offset += rows[i]!;
   });
-  return { [key]: q.values, [`${key}_scale`]: q.scales };
+  return { [key]: q.values, [scaleOf(key)]: q.scales };
 }
