@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "corematching_kernels",
-      "sources": ["native/kernels.cc"],
+      "sources": ["native/kernels.cc", "native/layer.cc"],
       "cflags_cc": ["-O3", "-std=c++17", "-pthread", "-Wno-uninitialized", "-Wno-maybe-uninitialized"],
       "ldflags": ["-pthread"],
       "xcode_settings": { "OTHER_CPLUSPLUSFLAGS": ["-O3", "-std=c++17"] }

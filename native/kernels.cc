@@ -10,7 +10,7 @@
 // need no packing: MatMulNBits' layout [rows, blocks, 16] (two values a byte, the even index in the
 // low nibble, q in 0..15 for w = q - 8) with one fp32 scale per block is read as it is, the
 // nibbles split in registers and the activations of each block ordered evens first to match.
-#include <node_api.h>
+#include "kernels.h"
 
 #include <algorithm>
 #include <atomic>
@@ -29,20 +29,7 @@
 #define CM_X86 1
 #endif
 
-namespace {
-
-constexpr int kBlock = 32;
-constexpr int kPad = 64;
-
-inline int padded(int k) { return (k + kPad - 1) / kPad * kPad; }
-
-// An activation vector quantized in blocks of 32: values, one scale per block, and each block's
-// sum of values (for the +64 / +8 offsets of the packed weights).
-struct QuantizedX {
-  std::vector<int8_t> q;
-  std::vector<float> scale;
-  std::vector<int32_t> sum;
-};
+namespace cm {
 
 // Each block's values reordered as its int4 bytes hold them: the 16 even positions, then the 16 odd.
 void evensFirst(QuantizedX& x) {
@@ -312,41 +299,31 @@ class Pool {
 
 Pool* gPool = nullptr;
 
+void parallelFor(int chunks, const std::function<void(int)>& fn) { gPool->run(chunks, fn); }
+
+// Rows per chunk handed to a thread: enough to amortise the hand-off, few enough to balance.
+constexpr int kRowsPerChunk = 32;
+
+void gemv(const Matrix& m, const float* x, float* out, const int32_t* subset, size_t count) {
+  const int kp = padded(m.cols);
+  const int blocks = (m.cols + kBlock - 1) / kBlock;
+  const size_t rowBytes = m.bits == 8 ? static_cast<size_t>(kp) : static_cast<size_t>(blocks) * (kBlock / 2);
+  QuantizedX q;
+  quantizeX(x, m.cols, q);
+  if (m.bits == 4) evensFirst(q);
+  const int chunks = static_cast<int>((count + kRowsPerChunk - 1) / kRowsPerChunk);
+  parallelFor(chunks, [&](int chunk) {
+    const size_t end = std::min(count, static_cast<size_t>(chunk + 1) * kRowsPerChunk);
+    for (size_t i = static_cast<size_t>(chunk) * kRowsPerChunk; i < end; i++) {
+      const size_t r = subset != nullptr ? static_cast<size_t>(subset[i]) : i;
+      out[i] = m.bits == 8 ? m.scales[r] * dotInt8(m.data + r * rowBytes, q, kp) : dotInt4(m.data + r * rowBytes, m.scales + r * blocks, q, blocks);
+    }
+  });
+}
+
+size_t rowBytes(int bits, int cols) { return bits == 8 ? static_cast<size_t>(padded(cols)) : static_cast<size_t>((cols + kBlock - 1) / kBlock) * (kBlock / 2); }
+
 // ---- N-API glue ----
-
-struct Napi {
-  napi_env env;
-  bool failed = false;
-
-  void fail(const std::string& message) {
-    if (!failed) napi_throw_type_error(env, nullptr, message.c_str());
-    failed = true;
-  }
-
-  template <typename T>
-  T* typedArray(napi_value v, napi_typedarray_type want, size_t* length, const char* what) {
-    bool is = false;
-    napi_is_typedarray(env, v, &is);
-    if (!is) {
-      fail(std::string(what) + " must be a typed array");
-      return nullptr;
-    }
-    napi_typedarray_type type;
-    void* data = nullptr;
-    napi_get_typedarray_info(env, v, &type, length, &data, nullptr, nullptr);
-    if (type != want) {
-      fail(std::string(what) + " has the wrong element type");
-      return nullptr;
-    }
-    return static_cast<T*>(data);
-  }
-
-  int integer(napi_value v, const char* what) {
-    int32_t out = 0;
-    if (napi_get_value_int32(env, v, &out) != napi_ok || out < 0) fail(std::string(what) + " must be a non-negative integer");
-    return out;
-  }
-};
 
 napi_value undefinedValue(napi_env env) {
   napi_value u;
@@ -381,9 +358,6 @@ napi_value PackInt8(napi_env env, napi_callback_info info) {
   return out;
 }
 
-// Rows per chunk handed to a thread: enough to amortise the hand-off, few enough to balance.
-constexpr int kRowsPerChunk = 32;
-
 // gemv(bits, out, weight, scales, x, cols, rows | null): out[i] = row (rows ? rows[i] : i) . x
 // bits 8: packInt8's rows, scales [rows]; bits 4: MatMulNBits' rows, scales [rows * blocks]
 napi_value Gemv(napi_env env, napi_callback_info info) {
@@ -409,14 +383,13 @@ napi_value Gemv(napi_env env, napi_callback_info info) {
   const bool hasSubset = subsetType != napi_null && subsetType != napi_undefined;
   if (!n.failed && hasSubset) subset = n.typedArray<int32_t>(args[6], napi_int32_array, &subsetLength, "rows");
   if (n.failed) return nullptr;
-  const int kp = padded(cols);
   const int blocks = (cols + kBlock - 1) / kBlock;
-  const size_t rowBytes = bits == 8 ? static_cast<size_t>(kp) : static_cast<size_t>(blocks) * (kBlock / 2);
-  if (cols == 0 || packedLength % rowBytes != 0) {
+  const size_t bytesPerRow = rowBytes(bits, cols);
+  if (cols == 0 || packedLength % bytesPerRow != 0) {
     n.fail("packed does not hold whole rows of cols values");
     return nullptr;
   }
-  const size_t rows = packedLength / rowBytes;
+  const size_t rows = packedLength / bytesPerRow;
   if (xLength != static_cast<size_t>(cols)) n.fail("x must hold cols numbers");
   if (!n.failed && scaleLength != (bits == 8 ? rows : rows * blocks)) n.fail("scales must hold one per row (int8) or per block (int4)");
   const size_t count = hasSubset ? subsetLength : rows;
@@ -426,17 +399,7 @@ napi_value Gemv(napi_env env, napi_callback_info info) {
   }
   if (n.failed) return nullptr;
 
-  QuantizedX q;
-  quantizeX(x, cols, q);
-  if (bits == 4) evensFirst(q);
-  const int chunks = static_cast<int>((count + kRowsPerChunk - 1) / kRowsPerChunk);
-  gPool->run(chunks, [&](int chunk) {
-    const size_t end = std::min(count, static_cast<size_t>(chunk + 1) * kRowsPerChunk);
-    for (size_t i = static_cast<size_t>(chunk) * kRowsPerChunk; i < end; i++) {
-      const size_t r = hasSubset ? static_cast<size_t>(subset[i]) : i;
-      out[i] = bits == 8 ? scales[r] * dotInt8(packed + r * rowBytes, q, kp) : dotInt4(packed + r * rowBytes, scales + r * blocks, q, blocks);
-    }
-  });
+  gemv(Matrix{bits, static_cast<int>(rows), cols, packed, scales}, x, out, hasSubset ? subset : nullptr, count);
   return undefinedValue(env);
 }
 
@@ -497,11 +460,13 @@ napi_value Init(napi_env env, napi_value exports) {
       {"setThreads", nullptr, SetThreads, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"info", nullptr, Info, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"forcePath", nullptr, ForcePath, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"createLayer", nullptr, CreateLayer, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"layerStep", nullptr, LayerStep, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;
 }
 
-}  // namespace
+}  // namespace cm
 
-NAPI_MODULE(NODE_GYP_MODULE_NAME, Init)
+NAPI_MODULE(NODE_GYP_MODULE_NAME, cm::Init)

@@ -15,7 +15,39 @@ interface Addon {
   setThreads(threads: number): void;
   info(): { path: KernelPath; threads: number };
   forcePath(path: KernelPath): void;
+  createLayer(config: LayerShape, weights: NativeLayerWeights): NativeLayer;
+  layerStep(layer: NativeLayer, h: Float32Array, kCache: Float32Array, vCache: Float32Array, capacity: number, length: number, cos: Float32Array, sin: Float32Array, neurons: Int32Array | null, compactDown: PackedWeight | null): void;
 }
+
+/** A decoder layer's shape, as native/layer.cc takes it. */
+export interface LayerShape {
+  hidden: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  ffn: number;
+  eps: number;
+}
+
+/** A decoder layer's weights for native/layer.cc: norms, the four products, optional biases. */
+export interface NativeLayerWeights {
+  inputNorm: Float32Array;
+  postNorm: Float32Array;
+  /** [q; k; v] rows, [heads + 2 kvHeads] x headDim by hidden. */
+  qkv: PackedWeight;
+  o: PackedWeight;
+  /** [gate; up] rows, 2 ffn by hidden. */
+  gateUp: PackedWeight;
+  /** [hidden, ffn]. */
+  down: PackedWeight;
+  qkvBias: Float32Array | null;
+  oBias: Float32Array | null;
+  gateUpBias: Float32Array | null;
+  downBias: Float32Array | null;
+}
+
+/** A layer made by createLayer: its weights are held by the module until it is garbage. */
+export type NativeLayer = { readonly __nativeLayer: unique symbol };
 
 /** A weight [rows, cols] as the kernels read it. */
 export interface PackedWeight {
@@ -56,6 +88,30 @@ export class NativeKernels {
   /** The engine's int4 weight (MatMulNBits' [rows, blocks, 16] with a scale per block), read as it is: no copy. */
   int4(values: Uint8Array, scales: Float32Array, rows: number, cols: number): PackedWeight {
     return { bits: 4, rows, cols, data: values, scales };
+  }
+
+  createLayer(shape: LayerShape, weights: NativeLayerWeights): NativeLayer {
+    return this.addon.createLayer(shape, weights);
+  }
+
+  /**
+   * One new token through `layer`: h [hidden] is updated in place, the token's key and value are
+   * written at slot `length` of the caches ([kvHeads, capacity, headDim]); cos/sin are its RoPE
+   * line. With `neurons`, the FFN runs on those only, `compactDown` their columns of down.
+   */
+  layerStep(layer: NativeLayer, h: Float32Array, kCache: Float32Array, vCache: Float32Array, capacity: number, length: number, cos: Float32Array, sin: Float32Array, neurons: Int32Array | null = null, compactDown: PackedWeight | null = null): void {
+    this.addon.layerStep(layer, h, kCache, vCache, capacity, length, cos, sin, neurons, compactDown);
+  }
+
+  /**
+   * The down projection of `neurons` only, from the engine's int8 down weight (B = W^T [ffn,
+   * hidden], a neuron a row, one scale per hidden output): their rows gathered, then packed as a
+   * [hidden, neurons] weight. Made once per request, after prefill.
+   */
+  compactDown(values: Int8Array, scales: Float32Array, neurons: Int32Array, hidden: number): PackedWeight {
+    const rows = new Int8Array(neurons.length * hidden);
+    neurons.forEach((n, j) => rows.set(values.subarray(n * hidden, (n + 1) * hidden), j * hidden));
+    return this.packInt8(rows, scales, hidden, neurons.length);
   }
 
   /** out[i] = W[rows ? rows[i] : i] . x, the activations quantized in blocks of 32. */
