@@ -81,7 +81,7 @@ for (const format of ['fp32', 'int8'] as const) {
     const source = Checkpoint.open(config.dir);
     const layout = detectLayout(source);
     const reopen = () => Checkpoint.open(config.dir);
-    const grouped = await LlamaDecoder.load(source, layout.language, layout.lmHead, config.text, format, { threads: 2 }, reopen, undefined, []);
+    const grouped = await LlamaDecoder.load(source, layout.language, layout.lmHead, config.text, format, { threads: 2 }, { reopen, decodeKernel: 'ort' });
     source.close();
     const c = grouped.config;
     const run = async (oneByOne: boolean) => {

@@ -5,6 +5,7 @@ import type { WeightFormat } from '../graph/ops.js';
 import { type LoadOptions, VisionLanguageModel, WEIGHT_FORMATS } from '../pipeline/vision-language-model.js';
 import { defaultModelDir } from '../io/default-model.js';
 import { resolveModelDir } from '../io/hub.js';
+import type { DecodeKernel } from '../models/native-decode.js';
 import { positiveInt } from './options.js';
 
 export interface ModelFlags {
@@ -15,6 +16,7 @@ export interface ModelFlags {
   cacheDir?: string;
   /** false with --no-cache */
   cache?: boolean;
+  decodeKernel?: DecodeKernel;
 }
 
 export const MODEL_HELP = 'checkpoint folder, or a Hugging Face model id org/name (from the hub cache; downloaded unless HF_HUB_OFFLINE) (default: the shipped model)';
@@ -25,7 +27,8 @@ export function addModelFlags(command: Command): Command {
     .addOption(new Option('--weights <format>', 'linear weights: fp32, or int8 or int4 quantized at load time').choices(WEIGHT_FORMATS).default('fp32'))
     .option('--threads <n>', 'ONNX Runtime threads', positiveInt)
     .option('--cache-dir <dir>', 'where int8/int4 keep converted weights between loads (default: $COREMATCHING_CACHE or ~/.cache/corematching)')
-    .option('--no-cache', 'convert int8/int4 weights at every load, keeping nothing on disk');
+    .option('--no-cache', 'convert int8/int4 weights at every load, keeping nothing on disk')
+    .addOption(new Option('--decode-kernel <kernel>', "what runs int8/int4 decode steps: native (the project's kernels, where built) or ort").choices(['native', 'ort']));
 }
 
 /** The load options the model flags give. */
@@ -34,6 +37,7 @@ export function loadOptions(flags: ModelFlags): LoadOptions {
     weights: flags.weights,
     ...(flags.threads !== undefined ? { threads: flags.threads } : {}),
     ...(flags.cache === false ? { cacheDir: false } : flags.cacheDir !== undefined ? { cacheDir: flags.cacheDir } : {}),
+    ...(flags.decodeKernel !== undefined ? { decodeKernel: flags.decodeKernel } : {}),
   };
 }
 

@@ -9,6 +9,8 @@ import { CorematchingError } from '../io/errors.js';
 import type { TextConfig } from '../io/model-config.js';
 import { scaleOf, type WeightFormat } from '../graph/ops.js';
 import { ConvertedCache } from './converted-cache.js';
+import type { NativeKernels, NativeLayer } from '../native/kernels.js';
+import { nativeLayer, nativeLayerTensors } from './native-decode.js';
 import { buildLayerGroupGraph, buildLmHeadGraph } from './decoder-graph.js';
 import { groupPrefix, HEAD, LAYER } from './decoder-io.js';
 import { emptyInt4, emptyInt8, quantizeInt4Rows, quantizeLinearRows, quantizeRowsInto } from './quantize.js';
@@ -158,8 +160,16 @@ async function loadLayerGroups(
   onLayer: (() => void) | undefined,
   layerBreaks: readonly number[],
   cache: ConvertedCache,
-): Promise<LayerGroup[]> {
+  native: NativeKernels | null,
+): Promise<{ groups: LayerGroup[]; nativeLayers: NativeLayer[] | null }> {
   const groups: LayerGroup[] = [];
+  const nativeLayers: NativeLayer[] | null = native === null || format === 'fp32' ? null : [];
+  // A layer's native weights come from the feeds its group bakes, so they are cached with them.
+  const addNative = (l: number, feeds?: LayerWeights) => {
+    if (nativeLayers === null) return;
+    const q = format as 'int8' | 'int4';
+    nativeLayers.push(nativeLayer(native!, cache.tensors(`native-${l}`, () => nativeLayerTensors(native!, feeds!, c, q)), c, q));
+  };
   const graphName = (first: number, end: number) => `decoder-${first}-${end}.onnx`;
   const addGroup = async (first: number, end: number, graph: Uint8Array | string) => {
     groups.push({ first, end, session: await GraphSession.create(graph, runtime) });
@@ -167,7 +177,8 @@ async function loadLayerGroups(
   };
   if (cache.hit) {
     for (const [first, end] of cache.json<[number, number][]>('decoder-groups', () => [])) await addGroup(first, end, cache.file(graphName(first, end)));
-    return groups;
+    for (let l = 0; l < c.numHiddenLayers; l++) addNative(l);
+    return { groups, nativeLayers };
   }
   let pending: { first: number; feeds: LayerWeights; bytes: number } = { first: 0, feeds: {}, bytes: 0 };
   const bake = async (end: number) => {
@@ -181,6 +192,7 @@ async function loadLayerGroups(
   };
   for (let l = 0; l < c.numHiddenLayers; l++) {
     const feeds = loadLayer(source, `${prefix}layers.${l}.`, c, format);
+    addNative(l, feeds);
     const bytes = tensorBytes(feeds);
     if (l > pending.first && (pending.bytes + bytes > GROUP_BYTES || layerBreaks.includes(l))) await bake(l);
     for (const [name, t] of Object.entries(feeds)) pending.feeds[groupPrefix(l) + name] = t;
@@ -188,11 +200,24 @@ async function loadLayerGroups(
   }
   await bake(c.numHiddenLayers);
   cache.json('decoder-groups', () => groups.map((g) => [g.first, g.end]));
-  return groups;
+  return { groups, nativeLayers };
 }
 
 /** Reopens the checkpoint the decoder was loaded from (for weights read after loading). */
 export type SourceOpener = () => WeightSource & { close(): void };
+
+export interface DecoderLoadOptions {
+  /** Serves weights read after loading (compact FFNs). */
+  reopen?: SourceOpener;
+  /** Called as each layer is loaded. */
+  onLayer?: () => void;
+  /** Layers that start a new layer group (see LayerGroup). */
+  layerBreaks?: readonly number[];
+  /** Where converted weights are kept between loads. */
+  cache?: ConvertedCache;
+  /** Kernels for native decode steps (int8/int4), or null. */
+  native?: NativeKernels | null;
+}
 
 /**
  * Consecutive layers first .. end - 1 baked into one session (decoder-graph.ts buildLayerGroupGraph).
@@ -237,29 +262,21 @@ export class DecoderWeights {
     private readonly groups: readonly LayerGroup[],
     readonly feedFormat: WeightFormat,
     private readonly reopen: SourceOpener | undefined,
+    /** Each layer for native decode steps (native-decode.ts), or null: decode runs on the groups. */
+    readonly nativeLayers: readonly NativeLayer[] | null,
   ) {}
 
   /** Loads weights under `prefix` (e.g. `model.language_model.`); `lmHeadName` unless tied. */
-  static async load(
-    source: WeightSource,
-    prefix: string,
-    lmHeadName: string,
-    c: TextConfig,
-    format: WeightFormat,
-    runtime: RuntimeOptions,
-    reopen?: SourceOpener,
-    onLayer?: () => void,
-    layerBreaks: readonly number[] = [],
-    cache = ConvertedCache.off(),
-  ): Promise<DecoderWeights> {
+  static async load(source: WeightSource, prefix: string, lmHeadName: string, c: TextConfig, format: WeightFormat, runtime: RuntimeOptions, options: DecoderLoadOptions = {}): Promise<DecoderWeights> {
+    const { reopen, onLayer, layerBreaks = [], cache = ConvertedCache.off(), native = null } = options;
     // The vocabulary-sized tables first, while little else is held: converting them is the
     // largest transient of a load (a 152k-row head: ~0.5 GiB at int8).
     const { embedding, head, lmHead } = await loadEmbeddingAndHead(source, prefix, lmHeadName, c, format, runtime, cache);
     collectGarbage();
-    const groups = await loadLayerGroups(source, prefix, c, format, runtime, onLayer, layerBreaks, cache);
+    const { groups, nativeLayers } = await loadLayerGroups(source, prefix, c, format, runtime, onLayer, layerBreaks, cache, native);
     collectGarbage();
     const feedFormat = format === 'int4' ? 'int8' : format;
-    return new DecoderWeights(c, prefix, embedding, head, lmHead, groups, feedFormat, reopen);
+    return new DecoderWeights(c, prefix, embedding, head, lmHead, groups, feedFormat, reopen, nativeLayers);
   }
 
   /** Writes token `id`'s embedding, `hidden` values, at out[at ..]. */

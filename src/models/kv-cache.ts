@@ -90,6 +90,21 @@ export class KvCache {
     return kv.tensors;
   }
 
+  /** The layer's whole buffers, [kvHeads, capacity, headDim] each, for kernels that write a token in place (then `appended`). */
+  rawBuffers(layer: number): { k: Float32Array; v: Float32Array } {
+    const { k, v } = this.layers[layer]!;
+    return { k, v };
+  }
+
+  /** Counts `tokens` tokens a kernel wrote in place after the cached ones. */
+  appended(layer: number, tokens: number): void {
+    const kv = this.layers[layer]!;
+    if (kv.length + tokens > this.capacityTokens) {
+      throw new CorematchingError(`layer ${layer}: the KV cache holds ${this.capacityTokens} tokens; ${kv.length} cached + ${tokens} new do not fit`);
+    }
+    kv.length += tokens;
+  }
+
   /** Zero-slot [kvHeads, 0, headDim] tensors: what a layer attends to before anything is cached. */
   emptyBuffers(): { k: ort.Tensor; v: ort.Tensor } {
     const empty = tensor(new Float32Array(0), [this.kvHeads, 0, this.headDim]);

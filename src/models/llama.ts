@@ -16,20 +16,32 @@
 import type ort from 'onnxruntime-node';
 import { int64Tensor, tensor, type Feeds, type GraphSession, type RuntimeOptions } from '../graph/session.js';
 import { SessionCache } from '../graph/session-cache.js';
-import type { ConvertedCache } from './converted-cache.js';
 import { CorematchingError } from '../io/errors.js';
 import type { TextConfig } from '../io/model-config.js';
 import type { WeightFormat } from '../graph/ops.js';
 import { compactFfn, FfnWorkspace } from './compact-ffn.js';
 import { buildLayerGraph, buildLayerGroupGraph, cacheMask, causalMask, layerGraphKey, type TapRequest } from './decoder-graph.js';
-import { DecoderWeights, type LayerGroup, type SourceOpener } from './decoder-weights.js';
+import { DecoderWeights, type DecoderLoadOptions, type LayerGroup } from './decoder-weights.js';
+import { decodeKernels, nativeFfn, type DecodeKernel, type NativeFfn } from './native-decode.js';
+import type { NativeKernels } from '../native/kernels.js';
 import { groupPrefix, HEAD, LAYER, STEP } from './decoder-io.js';
 import { KvCache } from './kv-cache.js';
 import { inverseFrequencies, ropeTables } from './rope.js';
 import type { WeightSource } from './weights.js';
 
-/** A layer's FFN inputs cut to its core neurons (compact-ffn.ts), fed instead of the dense ones. */
-export type FfnWeights = Feeds;
+/**
+ * A layer's FFN cut to its core neurons: ONNX Runtime feeds (compact-ffn.ts) fed instead of the
+ * dense ones, or, where decode steps run natively, the neurons and their down columns.
+ */
+export type FfnWeights = Feeds | NativeFfn;
+
+const isNativeFfn = (f: FfnWeights | undefined): f is NativeFfn => f !== undefined && f.neurons instanceof Int32Array;
+
+/** A compact FFN as ONNX Runtime feeds (native ones serve native steps only). */
+function ortFfn(f: FfnWeights | undefined): Feeds | undefined {
+  if (isNativeFfn(f)) throw new Error('a native compact FFN reached an ONNX Runtime layer');
+  return f;
+}
 
 /** What a layer returned for its taps. */
 export interface LayerTaps {
@@ -77,15 +89,21 @@ export class LlamaDecoder {
     private readonly weights: DecoderWeights,
     readonly format: WeightFormat,
     runtime: RuntimeOptions,
+    private readonly native: NativeKernels | null,
   ) {
     this.sessions = new SessionCache(runtime);
     this.invFreq = inverseFrequencies(config.headDim, config.ropeTheta);
   }
 
+  /** Which kernels run decode steps. */
+  get decodeKernel(): DecodeKernel {
+    return this.weights.nativeLayers === null ? 'ort' : 'native';
+  }
+
   /**
    * Loads weights under `prefix` (e.g. `model.language_model.`); `lmHeadName` unless tied.
-   * `reopen` lets compact FFNs read weights again later; each of `layerBreaks` starts a new layer
-   * group (decoder-weights.ts).
+   * `decodeKernel` (default native where the kernels are built) picks what runs decode steps of
+   * quantized formats; the rest of `options` goes to DecoderWeights.load.
    */
   static async load(
     source: WeightSource,
@@ -94,12 +112,11 @@ export class LlamaDecoder {
     c: TextConfig,
     format: WeightFormat,
     runtime: RuntimeOptions,
-    reopen?: SourceOpener,
-    onLayer?: () => void,
-    layerBreaks: readonly number[] = [],
-    cache?: ConvertedCache,
+    options: Omit<DecoderLoadOptions, 'native'> & { decodeKernel?: DecodeKernel } = {},
   ): Promise<LlamaDecoder> {
-    return new LlamaDecoder(c, await DecoderWeights.load(source, prefix, lmHeadName, c, format, runtime, reopen, onLayer, layerBreaks, cache), format, runtime);
+    const native = decodeKernels(options.decodeKernel, format, c);
+    if (native !== null && runtime.threads !== undefined) native.setThreads(runtime.threads);
+    return new LlamaDecoder(c, await DecoderWeights.load(source, prefix, lmHeadName, c, format, runtime, { ...options, native }), format, runtime, native);
   }
 
   /** An empty KV cache for this decoder holding up to `capacity` tokens per layer. */
@@ -163,8 +180,21 @@ export class LlamaDecoder {
   }
 
   /** One decode step: `token` at `position`. */
-  step(token: number, position: number, cache: KvCache, ffns?: readonly (FfnWeights | undefined)[]): Promise<ForwardResult> {
-    return this.forward(this.embed([token]), [position], cache, ffns === undefined ? {} : { ffns });
+  async step(token: number, position: number, cache: KvCache, ffns?: readonly (FfnWeights | undefined)[]): Promise<ForwardResult> {
+    const layers = this.weights.nativeLayers;
+    if (layers === null) return this.forward(this.embed([token]), [position], cache, ffns === undefined ? {} : { ffns });
+    // Every layer on the native kernels, each writing its key and value into the cache in place.
+    const h = this.embed([token]);
+    const { cos, sin } = ropeTables([position], this.config.headDim, this.invFreq);
+    const tokensPerLayer: number[] = [];
+    layers.forEach((layer, l) => {
+      const ffn = ffns?.[l];
+      const { k, v } = cache.rawBuffers(l);
+      this.native!.layerStep(layer, h, k, v, cache.capacity, cache.length(l), cos, sin, isNativeFfn(ffn) ? ffn.neurons : null, isNativeFfn(ffn) ? ffn.down : null);
+      cache.appended(l, 1);
+      tokensPerLayer.push(1);
+    });
+    return { logits: await this.logits(h, 1), tokensPerLayer };
   }
 
   /** Final norm and LM head over `rows` hidden states, [rows, vocab]. */
@@ -178,6 +208,7 @@ export class LlamaDecoder {
    * the next call for the same layer (generation runs one request at a time).
    */
   compactFfn(layer: number, neurons: readonly number[]): FfnWeights {
+    if (this.native !== null && this.weights.nativeLayers !== null) return nativeFfn(this.native, this.weights.layerFeeds(layer), neurons, this.config.hiddenSize);
     const workspace = (this.workspaces[layer] ??= new FfnWorkspace());
     return compactFfn(this.weights.layerFeeds(layer), neurons, this.config.intermediateSize, this.config.hiddenSize, workspace);
   }
@@ -199,7 +230,7 @@ export class LlamaDecoder {
   ): Promise<{ hidden: Float32Array; taps: LayerTaps }> {
     const variant = { withCache: cache.length(layer) > 0, format: this.weights.feedFormat, ...taps };
     const session = await this.sessions.get(layerGraphKey(variant), () => buildLayerGraph(this.config, variant));
-    const feeds: Feeds = { ...this.weights.layerFeeds(layer), ...ffn, ...this.stepFeeds(hidden, positions, step) };
+    const feeds: Feeds = { ...this.weights.layerFeeds(layer), ...ortFfn(ffn), ...this.stepFeeds(hidden, positions, step) };
     return this.runLayers(session, feeds, [layer], () => '', variant.withCache, positions.length, cache, step, taps);
   }
 
@@ -220,7 +251,7 @@ export class LlamaDecoder {
     const session = await this.sessions.get(`fed-group:${format}:${group.first}-${group.end}`, () => buildLayerGroupGraph(this.config, format, layers));
     const feeds = this.stepFeeds(hidden, positions, step);
     for (const l of layers) {
-      for (const [name, t] of Object.entries({ ...this.weights.layerFeeds(l), ...ffns[l] })) feeds[groupPrefix(l) + name] = t;
+      for (const [name, t] of Object.entries({ ...this.weights.layerFeeds(l), ...ortFfn(ffns[l]) })) feeds[groupPrefix(l) + name] = t;
     }
     return this.runLayers(session, feeds, layers, groupPrefix, true, positions.length, cache, step, {});
   }

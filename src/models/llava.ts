@@ -9,6 +9,7 @@ import { LlamaDecoder } from './llama.js';
 import { Projector } from './projector.js';
 import { VisionTower, visionTokenCount } from './vision-tower.js';
 import type { ConvertedCache } from './converted-cache.js';
+import type { DecodeKernel } from './native-decode.js';
 import type { SourceOpener } from './decoder-weights.js';
 import { detectLayout, type WeightSource } from './weights.js';
 
@@ -40,6 +41,7 @@ export class LlavaModel {
     onStep?: () => void,
     layerBreaks: readonly number[] = [],
     cache?: ConvertedCache,
+    decodeKernel?: DecodeKernel,
   ): Promise<LlavaModel> {
     const layout = detectLayout(source);
     const imageFormat = format === 'int4' ? 'int8' : format;
@@ -55,7 +57,7 @@ export class LlavaModel {
       runtime,
       cache,
     );
-    const decoder = await LlamaDecoder.load(source, layout.language, layout.lmHead, config.text, format, runtime, reopen, onStep, layerBreaks, cache);
+    const decoder = await LlamaDecoder.load(source, layout.language, layout.lmHead, config.text, format, runtime, { ...(reopen ? { reopen } : {}), ...(onStep ? { onLayer: onStep } : {}), layerBreaks, ...(cache ? { cache } : {}), ...(decodeKernel ? { decodeKernel } : {}) });
     return new LlavaModel(config, vision, projector, decoder);
   }
 

@@ -19,6 +19,7 @@ import type { LlavaConfig } from '../io/model-config.js';
 import type { KvCache } from '../models/kv-cache.js';
 import { checkpointFingerprint, ConvertedCache, defaultCacheDir, engineFingerprint } from '../models/converted-cache.js';
 import { LlavaModel } from '../models/llava.js';
+import { decodeKernels, type DecodeKernel } from '../models/native-decode.js';
 import { decodeStepFlops, prefillFlops, visionFlops } from '../models/flops.js';
 import { createPolicy } from '../sparsity/create-policy.js';
 import { policyLayerBreaks } from '../sparsity/options.js';
@@ -47,6 +48,12 @@ export interface LoadOptions {
    * else ~/.cache/corematching); false: convert at every load. fp32 loads read the checkpoint as it is.
    */
   cacheDir?: string | false;
+  /**
+   * What runs the decode steps of int8/int4 models: 'native', the project's own kernels (the
+   * default where they were built at install), or 'ort', ONNX Runtime's layer groups. Where native
+   * kernels cannot run, decoding falls back to ONNX Runtime with a one-time warning.
+   */
+  decodeKernel?: DecodeKernel;
   /** How a model given by hub id (`org/name`) is found in the Hugging Face cache or downloaded. */
   hub?: HubOptions;
 }
@@ -109,6 +116,9 @@ export class VisionLanguageModel {
       throw new CorematchingError(`load() expects a checkpoint folder path or hub model id (a non-empty string) or nothing for the shipped model, got ${dir === '' ? 'an empty string' : typeof dir}`);
     }
     const format = weightFormat(options.weights);
+    if (options.decodeKernel !== undefined && options.decodeKernel !== 'native' && options.decodeKernel !== 'ort') {
+      throw new CorematchingError(`decodeKernel must be 'native' or 'ort', got ${JSON.stringify(options.decodeKernel)}`);
+    }
     if (options.cacheDir !== undefined && options.cacheDir !== false && (typeof options.cacheDir !== 'string' || options.cacheDir === '')) {
       throw new CorematchingError(`cacheDir must be a folder path or false, got ${JSON.stringify(options.cacheDir)}`);
     }
@@ -126,12 +136,13 @@ export class VisionLanguageModel {
     let model: LlavaModel;
     try {
       if (format !== 'fp32' && options.cacheDir !== false) {
-        const identity = { engine: engineFingerprint(), format, layerBreaks, checkpoint: checkpointFingerprint(config.dir) };
+        const native = decodeKernels(options.decodeKernel, format, config.text) !== null;
+        const identity = { engine: engineFingerprint(), format, layerBreaks, native, checkpoint: checkpointFingerprint(config.dir) };
         cache = ConvertedCache.open(options.cacheDir ?? defaultCacheDir(), { dir: path.resolve(config.dir), format }, identity);
       }
       const reopen = () => Checkpoint.open(config.dir);
       const onStep = () => options.onProgress?.(++done, total);
-      model = await LlavaModel.load(checkpoint, config, format, runtime, reopen, onStep, layerBreaks, cache);
+      model = await LlavaModel.load(checkpoint, config, format, runtime, reopen, onStep, layerBreaks, cache, options.decodeKernel);
       cache.commit();
     } catch (err) {
       if (!cache.hit) {
