@@ -9,7 +9,7 @@ import { CorematchingError } from '../io/errors.js';
 import type { TextConfig } from '../io/model-config.js';
 import { scaleOf, type WeightFormat } from '../graph/ops.js';
 import { ConvertedCache } from './converted-cache.js';
-import type { NativeKernels, NativeLayer } from '../native/kernels.js';
+import type { NativeKernels, NativeLayer, PackedWeight } from '../native/kernels.js';
 import { nativeLayer, nativeLayerTensors } from './native-decode.js';
 import { buildLayerGroupGraph, buildLmHeadGraph } from './decoder-graph.js';
 import { groupPrefix, HEAD, LAYER } from './decoder-io.js';
@@ -89,9 +89,8 @@ function loadLayer(source: WeightSource, p: string, c: TextConfig, format: Weigh
 type Embedding = { table: Float32Array } | { int8: Int8Array; scales: Float32Array };
 
 /**
- * The token embeddings as int8 rows and the LM head's serialised graph with its weight in
- * `format` (`headName` undefined: tied to the embeddings). Vocabulary-sized tables convert a
- * slice of rows at a time.
+ * The token embeddings as int8 rows and the LM head's weight in `format` (`headName` undefined:
+ * tied to the embeddings), as feeds. Vocabulary-sized tables convert a slice of rows at a time.
  */
 function quantizeEmbeddingAndHead(
   source: WeightSource,
@@ -100,7 +99,7 @@ function quantizeEmbeddingAndHead(
   c: TextConfig,
   format: WeightFormat,
   finalNorm: ort.Tensor,
-): { embedding: Record<string, ort.Tensor>; headGraph: Uint8Array } {
+): { embedding: Record<string, ort.Tensor>; head: Record<string, ort.Tensor> } {
   const [h, vocab] = [c.hiddenSize, c.vocabSize];
   const rows = { values: new Int8Array(vocab * h), scales: new Float32Array(vocab) };
   const headWeight = format === 'int4' ? emptyInt4(vocab, h) : emptyInt8(vocab, h);
@@ -111,11 +110,17 @@ function quantizeEmbeddingAndHead(
     if (headName === undefined) quantizeHead(slice, first);
   });
   if (headName !== undefined) forEachRowSlice(source, headName, vocab, h, quantizeHead);
-  const headGraph = buildLmHeadGraph(c, format, { [HEAD.weight]: headWeight.values, [scaleOf(HEAD.weight)]: headWeight.scales, [HEAD.norm]: finalNorm });
-  return { embedding: { int8: new ort.Tensor('int8', rows.values, [vocab, h]), scales: tensor(rows.scales, [vocab]) }, headGraph };
+  return {
+    embedding: { int8: new ort.Tensor('int8', rows.values, [vocab, h]), scales: tensor(rows.scales, [vocab]) },
+    head: { [HEAD.weight]: headWeight.values, [scaleOf(HEAD.weight)]: headWeight.scales, [HEAD.norm]: finalNorm },
+  };
 }
 
-/** The token embeddings, and the LM head's session with its weight baked in unless it shares an fp32 table with them. */
+/**
+ * The token embeddings, and the LM head: a session with its weight baked in unless it shares an
+ * fp32 table with them, or, where decode steps run natively, its weight for the native kernels
+ * (it then computes every logit the decoder makes, and no session holds it).
+ */
 async function loadEmbeddingAndHead(
   source: WeightSource,
   prefix: string,
@@ -124,7 +129,8 @@ async function loadEmbeddingAndHead(
   format: WeightFormat,
   runtime: RuntimeOptions,
   cache: ConvertedCache,
-): Promise<{ embedding: Embedding; head: GraphSession; lmHead: LayerWeights }> {
+  native: NativeKernels | null,
+): Promise<{ embedding: Embedding; head: GraphSession | NativeHead; lmHead: LayerWeights }> {
   const [h, vocab] = [c.hiddenSize, c.vocabSize];
   const finalNorm = weight(source, `${prefix}norm.weight`, [h]);
   const embedName = `${prefix}embed_tokens.weight`;
@@ -139,12 +145,23 @@ async function loadEmbeddingAndHead(
   // One pass converts both (a tied table is read once); a cache hit converts nothing.
   let converted: ReturnType<typeof quantizeEmbeddingAndHead> | undefined;
   const convert = () => (converted ??= quantizeEmbeddingAndHead(source, embedName, tied ? undefined : lmHeadName, c, format, finalNorm));
-  const embedding = cache.tensors('embedding', () => convert().embedding);
-  const headGraph = cache.graph('lm-head.onnx', () => convert().headGraph);
+  const table = cache.tensors('embedding', () => convert().embedding);
+  const embedding = { int8: table.int8!.data as Int8Array, scales: table.scales!.data as Float32Array };
+  if (native !== null) {
+    const t = cache.tensors('native-head', () => {
+      const head = convert().head;
+      const values = head[HEAD.weight]!.data as Int8Array | Uint8Array;
+      const data = format === 'int8' ? native.packInt8(values as Int8Array, head[scaleOf(HEAD.weight)]!.data as Float32Array, c.vocabSize, h).data : (values as Uint8Array);
+      return { weight: new ort.Tensor('uint8', data, [data.length]), scales: head[scaleOf(HEAD.weight)]!, norm: finalNorm };
+    });
+    const weight: PackedWeight = { bits: format === 'int8' ? 8 : 4, rows: vocab, cols: h, data: t.weight!.data as Uint8Array, scales: t.scales!.data as Float32Array };
+    return { embedding, head: { weight, norm: t.norm!.data as Float32Array }, lmHead: {} };
+  }
+  const headGraph = cache.graph('lm-head.onnx', () => buildLmHeadGraph(c, format, convert().head));
   // The head's quantized feeds are garbage once serialised: free them before ONNX Runtime copies the graph.
   converted = undefined;
   collectGarbage();
-  return { embedding: { int8: embedding.int8!.data as Int8Array, scales: embedding.scales!.data as Float32Array }, head: await GraphSession.create(headGraph, runtime), lmHead: {} };
+  return { embedding, head: await GraphSession.create(headGraph, runtime), lmHead: {} };
 }
 
 /**
@@ -206,6 +223,12 @@ async function loadLayerGroups(
 /** Reopens the checkpoint the decoder was loaded from (for weights read after loading). */
 export type SourceOpener = () => WeightSource & { close(): void };
 
+/** The LM head for the native kernels: the final norm's weight and the head's. */
+export interface NativeHead {
+  norm: Float32Array;
+  weight: PackedWeight;
+}
+
 export interface DecoderLoadOptions {
   /** Serves weights read after loading (compact FFNs). */
   reopen?: SourceOpener;
@@ -256,8 +279,8 @@ export class DecoderWeights {
     private readonly c: TextConfig,
     private readonly prefix: string,
     private readonly embedding: Embedding,
-    /** The LM head's session; its graph takes `lmHead` as inputs. */
-    readonly head: GraphSession,
+    /** The LM head: a session, whose graph takes `lmHead` as inputs, or its weight for the native kernels. */
+    readonly head: GraphSession | NativeHead,
     readonly lmHead: LayerWeights,
     private readonly groups: readonly LayerGroup[],
     readonly feedFormat: WeightFormat,
@@ -271,7 +294,7 @@ export class DecoderWeights {
     const { reopen, onLayer, layerBreaks = [], cache = ConvertedCache.off(), native = null } = options;
     // The vocabulary-sized tables first, while little else is held: converting them is the
     // largest transient of a load (a 152k-row head: ~0.5 GiB at int8).
-    const { embedding, head, lmHead } = await loadEmbeddingAndHead(source, prefix, lmHeadName, c, format, runtime, cache);
+    const { embedding, head, lmHead } = await loadEmbeddingAndHead(source, prefix, lmHeadName, c, format, runtime, cache, native);
     collectGarbage();
     const { groups, nativeLayers } = await loadLayerGroups(source, prefix, c, format, runtime, onLayer, layerBreaks, cache, native);
     collectGarbage();
@@ -312,6 +335,7 @@ export class DecoderWeights {
   }
 
   async release(): Promise<void> {
-    for (const session of [...this.groups.map((g) => g.session), this.head]) await session.release();
+    for (const session of this.groups.map((g) => g.session)) await session.release();
+    if (this.head instanceof GraphSession) await this.head.release();
   }
 }

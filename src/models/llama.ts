@@ -14,7 +14,7 @@
  * in a group of one), its layers run one by one through the single-layer graph, fed.
  */
 import type ort from 'onnxruntime-node';
-import { int64Tensor, tensor, type Feeds, type GraphSession, type RuntimeOptions } from '../graph/session.js';
+import { GraphSession, int64Tensor, tensor, type Feeds, type RuntimeOptions } from '../graph/session.js';
 import { SessionCache } from '../graph/session-cache.js';
 import { CorematchingError } from '../io/errors.js';
 import type { TextConfig } from '../io/model-config.js';
@@ -199,8 +199,19 @@ export class LlamaDecoder {
 
   /** Final norm and LM head over `rows` hidden states, [rows, vocab]. */
   async logits(hidden: Float32Array, rows: number): Promise<Float32Array> {
-    const [logits] = await this.weights.head.runFloat({ ...this.weights.lmHead, [HEAD.x]: tensor(hidden, [rows, this.config.hiddenSize]) }, [HEAD.logits]);
-    return logits!;
+    const head = this.weights.head;
+    if (head instanceof GraphSession) {
+      const [logits] = await head.runFloat({ ...this.weights.lmHead, [HEAD.x]: tensor(hidden, [rows, this.config.hiddenSize]) }, [HEAD.logits]);
+      return logits!;
+    }
+    const { hiddenSize: h, vocabSize: vocab, rmsNormEps: eps } = this.config;
+    const logits = new Float32Array(rows * vocab);
+    const normed = new Float32Array(h);
+    for (let r = 0; r < rows; r++) {
+      rmsNormInto(hidden.subarray(r * h, (r + 1) * h), head.norm, eps, normed);
+      this.native!.gemv(head.weight, normed, logits.subarray(r * vocab, (r + 1) * vocab));
+    }
+    return logits;
   }
 
   /**
@@ -386,6 +397,14 @@ class StepTables {
     if (mask === undefined) this.cacheMasks.set(length, (mask = cacheMask(length, this.capacity)));
     return mask;
   }
+}
+
+/** RMSNorm of one row, as the layer graphs compute it (float32). */
+function rmsNormInto(x: Float32Array, weight: Float32Array, eps: number, out: Float32Array): void {
+  let sum = 0;
+  for (let i = 0; i < x.length; i++) sum += x[i]! * x[i]!;
+  const inv = 1 / Math.sqrt(sum / x.length + eps);
+  for (let i = 0; i < x.length; i++) out[i] = x[i]! * inv * weight[i]!;
 }
 
 function gatherRows(data: Float32Array, rows: readonly number[], width: number): Float32Array {
