@@ -15,6 +15,7 @@ import { decodeWeightBytes } from '../src/models/flops.js';
 import type { PolicyName } from '../src/sparsity/create-policy.js';
 import type { PolicyOptions } from '../src/sparsity/options.js';
 import type { WeightFormat } from '../src/graph/ops.js';
+import type { DecodeKernel } from '../src/models/native-decode.js';
 import { VisionLanguageModel, WEIGHT_FORMATS, type GenerateResult } from '../src/pipeline/vision-language-model.js';
 import { measureCeilings } from './ceilings.js';
 import { benchLlamaCpp, benchLlamaCppImage, type LlamaCppImagePhases, type LlamaCppPhases } from './llama-cpp.js';
@@ -93,8 +94,8 @@ interface PeakMemory {
 }
 
 /** Peak RSS of loading `format` and answering one question, in a process of its own (peak-memory.ts). */
-function peakMemory(model: string, format: WeightFormat, threads: number): PeakMemory {
-  const args = [path.join('dist', 'bench', 'peak-memory.js'), '--model', model, '--weights', format, '--threads', String(threads)];
+function peakMemory(model: string, format: WeightFormat, threads: number, decodeKernel?: DecodeKernel): PeakMemory {
+  const args = [path.join('dist', 'bench', 'peak-memory.js'), '--model', model, '--weights', format, '--threads', String(threads), ...(decodeKernel ? ['--decode-kernel', decodeKernel] : [])];
   const run = spawnSync(process.execPath, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
   if (run.status !== 0) throw new Error(`peak-memory failed (node ${args.join(' ')})`);
   return JSON.parse(run.stdout.trim().split('\n').pop()!) as PeakMemory;
@@ -121,7 +122,7 @@ const program = new Command()
   .option('--new-tokens <n>', 'decoded tokens per run', (v) => Number(v), 32)
   .option('--repeats <n>', 'timed runs per case (medians are reported)', (v) => Number(v), 3)
   .option('--threads <n>', 'threads for every engine', (v) => Number(v), os.availableParallelism())
-  .option('--weights <list>', `weight formats of this engine, comma-separated (${WEIGHT_FORMATS.join(', ')})`, WEIGHT_FORMATS.join(','))
+  .option('--weights <list>', `weight formats of this engine, comma-separated (${WEIGHT_FORMATS.join(', ')}); int8:ort or int4:ort decodes on ONNX Runtime instead of the native kernels`, WEIGHT_FORMATS.join(','))
   .option('--dense-only', 'only the dense case of each format')
   .option('--cases <list>', `only these cases, comma-separated labels (${CASES.map((c) => c.label).join('; ')})`)
   .option('--no-pytorch', 'skip the PyTorch comparison')
@@ -144,7 +145,10 @@ const o = program.opts<{
   llamaCpp?: string | boolean;
   out: string;
 }>();
-const formats = o.weights.split(',') as WeightFormat[];
+/** Each run of this engine: a key for its rows (e.g. int8, int8:ort), its format and what decodes. */
+const formats = o.weights.split(',');
+const formatOf = (key: string) => key.split(':')[0] as WeightFormat;
+const kernelOf = (key: string): DecodeKernel | undefined => (key.endsWith(':ort') ? 'ort' : undefined);
 const cases = o.denseOnly ? CASES.slice(0, 1) : o.cases === undefined ? CASES : CASES.filter((c) => o.cases!.split(',').includes(c.label));
 if (cases[0]?.label !== 'dense') throw new Error('--cases must include dense (every ratio is taken against it)');
 const ggufDir = o.llamaCpp === false ? null : typeof o.llamaCpp === 'string' ? o.llamaCpp : `${o.model.replace(/\/$/, '')}-gguf`;
@@ -172,16 +176,18 @@ function benchPeer(kind: string): void {
   }
 }
 let promptTokens = 0;
-for (const format of formats) {
-  const vlm = await VisionLanguageModel.load(o.model, { threads: o.threads, weights: format });
-  results[format] = [];
+for (const key of formats) {
+  const format = formatOf(key);
+  const decodeKernel = kernelOf(key);
+  const vlm = await VisionLanguageModel.load(o.model, { threads: o.threads, weights: format, ...(decodeKernel ? { decodeKernel } : {}) });
+  results[key] = [];
   for (const c of cases) {
-    results[format].push(await measure(vlm, format, image, o.prompt, c, o.newTokens, o.repeats));
-    process.stderr.write(`measured ${format} ${c.label}\n`);
+    results[key].push(await measure(vlm, format, image, o.prompt, c, o.newTokens, o.repeats));
+    process.stderr.write(`measured ${key} ${c.label} (decode: ${vlm.model.decoder.decodeKernel})\n`);
   }
   promptTokens = (await vlm.generate({ image, prompt: o.prompt, maxNewTokens: 1 })).promptTokens.length;
   await vlm.release();
-  memory[format] = peakMemory(o.model, format, o.threads);
+  memory[key] = peakMemory(o.model, format, o.threads, decodeKernel);
   // llama.cpp at the same bit width right after, so both see the machine in the same state.
   benchPeer(GGUF_OF[format]);
 }
@@ -218,7 +224,7 @@ if (Object.keys(llamaCpp).length > 0) {
   console.log(`\nThis engine beside llama.cpp (decoder only: llama.cpp's numbers are prefill of ${promptTokens} tokens and decode of ${o.newTokens} tokens after them, from llama-bench; its vision tower is not converted)\n`);
   console.log('| engine | weights | policy | prefill s | decode tok/s | prefill + decode s | prefill vs llama.cpp | decode vs llama.cpp |\n|---|---|---|---|---|---|---|---|');
   for (const format of formats) {
-    const peer = llamaCpp[GGUF_OF[format]];
+    const peer = llamaCpp[GGUF_OF[formatOf(format)]];
     for (const r of results[format]!.filter((m) => m.label === 'dense' || m.label.startsWith('corematching ('))) {
       const total = r.prefillS + o.newTokens / r.decodeTokensPerS;
       const vs = peer ? `${ratio(peer.prefillS / r.prefillS)} | ${ratio(r.decodeTokensPerS / peer.decodeTokensPerS)}` : '- | -';

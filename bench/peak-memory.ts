@@ -18,9 +18,10 @@ const program = new Command()
   .option('--weights <format>', 'fp32, int8 or int4', 'int8')
   .option('--image <file>', 'image', 'test/fixtures/photos/chelsea.png')
   .option('--new-tokens <n>', 'tokens to decode', (v) => Number(v), 8)
+  .option('--decode-kernel <kernel>', 'native or ort (default: native where built)')
   .option('--threads <n>', 'ONNX Runtime threads', (v) => Number(v), os.availableParallelism())
   .parse();
-const o = program.opts<{ model: string; weights: WeightFormat; image: string; newTokens: number; threads: number }>();
+const o = program.opts<{ model: string; weights: WeightFormat; image: string; newTokens: number; threads: number; decodeKernel?: 'native' | 'ort' }>();
 
 /**
  * Bytes the weights take in memory as the engine holds them in `format`: linear weights
@@ -62,7 +63,8 @@ function peakRssBytes(): number {
 }
 
 const t0 = performance.now();
-const vlm = await VisionLanguageModel.load(o.model, { threads: o.threads, weights: o.weights });
+// No converted-weight cache: the peak of a load that converts, as a first load is.
+const vlm = await VisionLanguageModel.load(o.model, { threads: o.threads, weights: o.weights, cacheDir: false, ...(o.decodeKernel ? { decodeKernel: o.decodeKernel } : {}) });
 const loadS = (performance.now() - t0) / 1000;
 const afterLoadGiB = process.memoryUsage().rss / 2 ** 30;
 const result = await vlm.generate({ image: o.image, prompt: 'Describe this picture.', maxNewTokens: o.newTokens, ignoreEos: true });
