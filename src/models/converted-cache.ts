@@ -58,17 +58,19 @@ export function checkpointFingerprint(dir: string): [string, number, number][] {
 let engineHash: string | undefined;
 
 /**
- * A hash of the code that converts and bakes weights (this package's compiled models/ and graph/),
- * so that an entry written by another version of the engine, or by a developer's edited build, is
- * never read.
+ * A hash of the code that converts, packs and bakes weights (this package's compiled models/,
+ * graph/ and native/, and the native kernel module), so that an entry written by another version
+ * of the engine, or by a developer's edited build, is never read.
  */
 export function engineFingerprint(): string {
   if (engineHash === undefined) {
     const hash = createHash('sha256');
-    for (const part of ['../models/', '../graph/']) {
+    for (const part of ['../models/', '../graph/', '../native/']) {
       const dir = new URL(part, import.meta.url);
       for (const f of fs.readdirSync(dir).filter((name) => name.endsWith('.js')).sort()) hash.update(f).update(fs.readFileSync(new URL(f, dir)));
     }
+    const addon = new URL('../../../build/Release/corematching_kernels.node', import.meta.url);
+    if (fs.existsSync(addon)) hash.update(fs.readFileSync(addon));
     engineHash = hash.digest('hex');
   }
   return engineHash;
