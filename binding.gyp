@@ -3,7 +3,7 @@
     {
       "target_name": "corematching_kernels",
       "sources": ["native/kernels.cc", "native/layer.cc"],
-      "cflags_cc": ["-O3", "-std=c++17", "-pthread", "-Wno-uninitialized", "-Wno-maybe-uninitialized"],
+      "cflags_cc": ["-O3", "-std=c++17", "-pthread", "-Wno-uninitialized", "-Wno-maybe-uninitialized", "-fopenmp-simd"],
       "ldflags": ["-pthread"],
       "xcode_settings": { "OTHER_CPLUSPLUSFLAGS": ["-O3", "-std=c++17"] }
     }
