@@ -331,15 +331,20 @@ napi_value undefinedValue(napi_env env) {
   return u;
 }
 
+bool callArgs(Napi& n, napi_callback_info info, napi_value* args, size_t count, const char* usage) {
+  size_t argc = count;
+  napi_get_cb_info(n.env, info, &argc, args, nullptr, nullptr);
+  if (argc != count) n.fail(usage);
+  return !n.failed;
+}
+
 // packInt8(values: Int8Array [cols, rows] (B = W^T), rows, cols) -> Uint8Array [rows, padded(cols)] of w + 64
 napi_value PackInt8(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
   napi_value args[3];
-  napi_get_cb_info(env, info, &argc, args, nullptr, nullptr);
   Napi n{env};
+  if (!callArgs(n, info, args, 3, "packInt8(values, rows, cols)")) return nullptr;
   size_t length = 0;
-  const int8_t* b = argc == 3 ? n.typedArray<int8_t>(args[0], napi_int8_array, &length, "values") : nullptr;
-  if (argc != 3) n.fail("packInt8(values, rows, cols)");
+  const int8_t* b = n.typedArray<int8_t>(args[0], napi_int8_array, &length, "values");
   const int rows = n.failed ? 0 : n.integer(args[1], "rows");
   const int cols = n.failed ? 0 : n.integer(args[2], "cols");
   if (!n.failed && length != static_cast<size_t>(rows) * cols) n.fail("values must hold rows * cols numbers");
@@ -361,14 +366,9 @@ napi_value PackInt8(napi_env env, napi_callback_info info) {
 // gemv(bits, out, weight, scales, x, cols, rows | null): out[i] = row (rows ? rows[i] : i) . x
 // bits 8: packInt8's rows, scales [rows]; bits 4: MatMulNBits' rows, scales [rows * blocks]
 napi_value Gemv(napi_env env, napi_callback_info info) {
-  size_t argc = 7;
   napi_value args[7];
-  napi_get_cb_info(env, info, &argc, args, nullptr, nullptr);
   Napi n{env};
-  if (argc != 7) {
-    n.fail("gemv(bits, out, packed, scales, x, cols, rows)");
-    return nullptr;
-  }
+  if (!callArgs(n, info, args, 7, "gemv(bits, out, packed, scales, x, cols, rows)")) return nullptr;
   const int bits = n.integer(args[0], "bits");
   if (!n.failed && bits != 8 && bits != 4) n.fail("bits must be 8 or 4");
   size_t outLength = 0, packedLength = 0, scaleLength = 0, xLength = 0, subsetLength = 0;

@@ -78,6 +78,11 @@ struct Napi {
 };
 
 
+// The call's arguments into args; false (with a TypeError naming `usage`) unless there are exactly `count`.
+bool callArgs(Napi& n, napi_callback_info info, napi_value* args, size_t count, const char* usage);
+
+napi_value undefinedValue(napi_env env);
+
 napi_value CreateLayer(napi_env env, napi_callback_info info);
 napi_value LayerStep(napi_env env, napi_callback_info info);
 

@@ -105,14 +105,9 @@ Matrix matrix(Napi& n, napi_value obj, const char* name, int rows, int cols, Lay
 
 // createLayer(config { hidden, heads, kvHeads, headDim, ffn, eps }, weights) -> a handle for layerStep
 napi_value CreateLayer(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
   napi_value args[2];
-  napi_get_cb_info(env, info, &argc, args, nullptr, nullptr);
   Napi n{env};
-  if (argc != 2) {
-    n.fail("createLayer(config, weights)");
-    return nullptr;
-  }
+  if (!callArgs(n, info, args, 2, "createLayer(config, weights)")) return nullptr;
   Layer* layer = new Layer();
   Layer& l = *layer;
   l.hidden = intField(n, args[0], "hidden");
@@ -150,14 +145,9 @@ napi_value CreateLayer(napi_env env, napi_callback_info info) {
 // layerStep(layer, h, kCache, vCache, capacity, length, cos, sin, neurons | null, compactDown | null)
 // h [hidden] is updated in place; the new key and value go to slot `length` of the caches.
 napi_value LayerStep(napi_env env, napi_callback_info info) {
-  size_t argc = 10;
   napi_value args[10];
-  napi_get_cb_info(env, info, &argc, args, nullptr, nullptr);
   Napi n{env};
-  if (argc != 10) {
-    n.fail("layerStep(layer, h, kCache, vCache, capacity, length, cos, sin, neurons, compactDown)");
-    return nullptr;
-  }
+  if (!callArgs(n, info, args, 10, "layerStep(layer, h, kCache, vCache, capacity, length, cos, sin, neurons, compactDown)")) return nullptr;
   Layer* layer = nullptr;
   if (napi_get_value_external(env, args[0], reinterpret_cast<void**>(&layer)) != napi_ok || layer == nullptr) {
     n.fail("layer must come from createLayer");
@@ -269,9 +259,7 @@ napi_value LayerStep(napi_env env, napi_callback_info info) {
   if (width > 0) gemv(down, act.data(), out.data(), nullptr, out.size());
   addBias(out.data(), l.downBias, l.hidden);
   for (int i = 0; i < l.hidden; i++) h[i] += out[i];
-  napi_value undefined;
-  napi_get_undefined(env, &undefined);
-  return undefined;
+  return undefinedValue(env);
 }
 
 }  // namespace cm
