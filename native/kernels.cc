@@ -169,8 +169,6 @@ __attribute__((target("avx2,fma"))) float dotInt4Avx2(const uint8_t* w, const fl
 }
 #endif
 
-enum class Path { Portable, Avx2, Avx512Vnni };
-
 Path detectPath() {
 #ifdef CM_X86
   __builtin_cpu_init();
@@ -181,6 +179,8 @@ Path detectPath() {
 }
 
 Path gPath = detectPath();
+
+Path currentPath() { return gPath; }
 
 const char* pathName(Path p) {
   switch (p) {
@@ -462,6 +462,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"forcePath", nullptr, ForcePath, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"createLayer", nullptr, CreateLayer, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"layerStep", nullptr, LayerStep, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"attend", nullptr, Attend, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

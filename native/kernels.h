@@ -33,11 +33,19 @@ struct Matrix {
   const float* scales;
 };
 
+// The instruction set the products (and the attention) use: the best this CPU has, or one forced by tests.
+enum class Path { Portable, Avx2, Avx512Vnni };
+Path currentPath();
+
 // Bytes of one row of a weight of `bits` and `cols` columns.
 size_t rowBytes(int bits, int cols);
 
 // out[i] = row (subset ? subset[i] : i) of m . x, for i < count, on the pool.
 void gemv(const Matrix& m, const float* x, float* out, const int32_t* subset, size_t count);
+
+// Grouped-query attention of one new token: context[heads, headDim] = softmax(q K^T / sqrt(headDim)) V,
+// each query head over the first `keys` slots of its KV head in the caches [kvHeads, capacity, headDim].
+void attend(const float* q, const float* kCache, const float* vCache, int heads, int kvHeads, int capacity, int keys, int headDim, float* context);
 
 // fn(chunk) for chunk in 0 .. chunks - 1 across the pool and the calling thread.
 void parallelFor(int chunks, const std::function<void(int)>& fn);
@@ -85,5 +93,6 @@ napi_value undefinedValue(napi_env env);
 
 napi_value CreateLayer(napi_env env, napi_callback_info info);
 napi_value LayerStep(napi_env env, napi_callback_info info);
+napi_value Attend(napi_env env, napi_callback_info info);
 
 }  // namespace cm

@@ -202,32 +202,7 @@ napi_value LayerStep(napi_env env, napi_callback_info info) {
     std::copy(v + j * hd, v + (j + 1) * hd, vCache + (static_cast<size_t>(j) * capacity + length) * hd);
   }
   const int keys = length + 1;
-  const int group = nh / kvh;
-  const float scale = 1.f / std::sqrt(static_cast<float>(hd));
-  parallelFor(nh, [&](int head) {
-    const float* qh = q + head * hd;
-    const float* kh = kCache + static_cast<size_t>(head / group) * capacity * hd;
-    const float* vh = vCache + static_cast<size_t>(head / group) * capacity * hd;
-    std::vector<float> p(keys);
-    float max = -INFINITY;
-    for (int t = 0; t < keys; t++) {
-      float s = 0.f;
-      const float* kt = kh + static_cast<size_t>(t) * hd;
-      // A float sum is not vectorised unless it may be reordered; this one may.
-#pragma omp simd reduction(+ : s)
-      for (int i = 0; i < hd; i++) s += qh[i] * kt[i];
-      p[t] = s * scale;
-      max = std::max(max, p[t]);
-    }
-    float sum = 0.f;
-    for (int t = 0; t < keys; t++) sum += (p[t] = std::exp(p[t] - max));
-    float* out = context.data() + head * hd;
-    std::fill(out, out + hd, 0.f);
-    for (int t = 0; t < keys; t++) {
-      const float w = p[t] / sum;
-      for (int i = 0; i < hd; i++) out[i] += w * vh[static_cast<size_t>(t) * hd + i];
-    }
-  });
+  attend(q, kCache, vCache, nh, kvh, capacity, keys, hd, context.data());
   gemv(l.o, context.data(), attn.data(), nullptr, attn.size());
   addBias(attn.data(), l.oBias, l.hidden);
   for (int i = 0; i < l.hidden; i++) h[i] += attn[i];

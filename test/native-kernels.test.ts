@@ -105,6 +105,52 @@ describe('native decode kernels', { skip: kernels === null ? reason : false }, (
     }
   }
 
+  /** Grouped-query attention in float64, straight from its definition. */
+  const attention = (q: Float32Array, kc: Float32Array, vc: Float32Array, heads: number, kvHeads: number, capacity: number, keys: number) => {
+    const hd = q.length / heads;
+    const out = new Float64Array(q.length);
+    for (let h = 0; h < heads; h++) {
+      const base = Math.floor(h / (heads / kvHeads)) * capacity * hd;
+      const scores = Array.from({ length: keys }, (_, t) => {
+        let s = 0;
+        for (let i = 0; i < hd; i++) s += q[h * hd + i]! * kc[base + t * hd + i]!;
+        return s / Math.sqrt(hd);
+      });
+      const max = Math.max(...scores);
+      const e = scores.map((s) => Math.exp(s - max));
+      const total = e.reduce((a, b) => a + b, 0);
+      e.forEach((p, t) => {
+        for (let i = 0; i < hd; i++) out[h * hd + i]! += (p / total) * vc[base + t * hd + i]!;
+      });
+    }
+    return out;
+  };
+
+  for (const path of paths) {
+    test(`${path}: attention over 1 to 700 cached keys, odd head sizes, peaked and flat scores`, () => {
+      k.forcePath(path);
+      for (const [heads, kvHeads, hd, keys, sharp] of [[14, 2, 64, 700, 1], [9, 3, 64, 1, 1], [4, 4, 40, 33, 8], [6, 2, 17, 129, 30], [2, 1, 128, 300, 0.01]] as const) {
+        const capacity = keys + 5;
+        const q = values(heads * hd, heads + hd).map((v) => v * sharp);
+        const [kc, vc] = [values(kvHeads * capacity * hd, keys), values(kvHeads * capacity * hd, keys + 1)];
+        const context = new Float32Array(heads * hd);
+        k.attend(q, kc, vc, heads, kvHeads, capacity, keys, context);
+        const want = attention(q, kc, vc, heads, kvHeads, capacity, keys);
+        for (let i = 0; i < want.length; i++) {
+          assert.ok(Math.abs(context[i]! - want[i]!) <= 2e-6 + 1e-5 * Math.abs(want[i]!), `${heads}/${kvHeads} heads, ${hd}, ${keys} keys, [${i}]: ${context[i]} vs ${want[i]}`);
+        }
+      }
+    });
+  }
+
+  test('attention refuses shapes that do not fit its caches', () => {
+    const [q, cache, out] = [new Float32Array(8), new Float32Array(2 * 4 * 4), new Float32Array(8)];
+    assert.throws(() => k.attend(q, cache, cache, 2, 2, 4, 5, out), /keys must be 1 \.\. capacity/);
+    assert.throws(() => k.attend(q, cache, cache, 3, 2, 4, 1, out), /multiple of kvHeads/);
+    assert.throws(() => k.attend(q, cache.subarray(1), cache, 2, 2, 4, 1, out), /caches must hold/);
+    assert.throws(() => k.attend(q, cache, cache, 2, 2, 4, 1, new Float32Array(7)), /context must be/);
+  });
+
   test('the product is the dequantized weights times x, up to the activations rounding', () => {
     const [rows, cols] = [256, 896];
     const w = values(rows * cols, 5);

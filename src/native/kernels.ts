@@ -17,6 +17,7 @@ interface Addon {
   forcePath(path: KernelPath): void;
   createLayer(config: LayerShape, weights: NativeLayerWeights): NativeLayer;
   layerStep(layer: NativeLayer, h: Float32Array, kCache: Float32Array, vCache: Float32Array, capacity: number, length: number, cos: Float32Array, sin: Float32Array, neurons: Int32Array | null, compactDown: PackedWeight | null): void;
+  attend(q: Float32Array, kCache: Float32Array, vCache: Float32Array, heads: number, kvHeads: number, capacity: number, keys: number, context: Float32Array): void;
 }
 
 /** A decoder layer's shape, as native/layer.cc takes it. */
@@ -101,6 +102,14 @@ export class NativeKernels {
    */
   layerStep(layer: NativeLayer, h: Float32Array, kCache: Float32Array, vCache: Float32Array, capacity: number, length: number, cos: Float32Array, sin: Float32Array, neurons: Int32Array | null = null, compactDown: PackedWeight | null = null): void {
     this.addon.layerStep(layer, h, kCache, vCache, capacity, length, cos, sin, neurons, compactDown);
+  }
+
+  /**
+   * The attention layerStep runs, alone: context [heads, headDim] = softmax(q K^T / sqrt(headDim)) V,
+   * each query head over the first `keys` slots of its KV head in the caches [kvHeads, capacity, headDim].
+   */
+  attend(q: Float32Array, kCache: Float32Array, vCache: Float32Array, heads: number, kvHeads: number, capacity: number, keys: number, context: Float32Array): void {
+    this.addon.attend(q, kCache, vCache, heads, kvHeads, capacity, keys, context);
   }
 
   /**
