@@ -72,6 +72,16 @@ const KERNELS: Kernel[] = [
     }),
     node: (g, x, w) => g.node('DynamicQuantizeMatMul', [x, w.b!, w.s!], {}, 1, 'com.microsoft')[0]!,
   },
+  {
+    // The native kernels' int8 layout (rows of W as u8 = w + 64, K padded to 64) as ONNX Runtime
+    // would read it if prefill shared those bytes instead of holding its own copy.
+    name: 'int8 DynamicQuantizeMatMul on the native layout (Transpose, zero point 64)',
+    weights: () => ({
+      w: ['uint8', [N, K], Uint8Array.from({ length: N * K }, () => 1 + Math.floor(Math.random() * 127))],
+      s: ['float', [N], new Float32Array(N).fill(0.01)],
+    }),
+    node: (g, x, w) => g.node('DynamicQuantizeMatMul', [x, g.op('Transpose', [w.w!], { perm: [1, 0] }), w.s!, g.initializer('zero_point', [], 'uint8', Uint8Array.of(64))], {}, 1, 'com.microsoft')[0]!,
+  },
   nbits(8),
   nbits(4),
 ];
