@@ -16,6 +16,8 @@
 #include <atomic>
 #include <cmath>
 #include <condition_variable>
+#include <csetjmp>
+#include <csignal>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -169,11 +171,41 @@ __attribute__((target("avx2,fma"))) float dotInt4Avx2(const uint8_t* w, const fl
 }
 #endif
 
+#if defined(CM_X86) && defined(__unix__)
+sigjmp_buf gProbeJump;
+
+void onProbeFault(int) { siglongjmp(gProbeJump, 1); }
+
+// Whether `path`'s instructions run in this process and compute: CPUID may list extensions that a
+// virtual machine does not let a process execute (some of these hosts list AMX and refuse it).
+bool executes(Path path) {
+  struct sigaction fault {}, old {};
+  fault.sa_handler = onProbeFault;
+  sigemptyset(&fault.sa_mask);
+  sigaction(SIGILL, &fault, &old);
+  volatile bool ok = false;
+  if (sigsetjmp(gProbeJump, 1) == 0) {
+    QuantizedX x;
+    x.q.assign(64, 1);
+    x.scale.assign(2, 1.f);
+    x.sum.assign(2, 32);
+    const std::vector<uint8_t> w(64, 65);  // weights of 1: the product is 64
+    ok = (path == Path::Avx512Vnni ? dotInt8Vnni(w.data(), x, 64) : dotInt8Avx2(w.data(), x, 64)) == 64.f;
+  }
+  sigaction(SIGILL, &old, nullptr);
+  return ok;
+}
+#else
+bool executes(Path) { return true; }
+#endif
+
+// The best path the CPU lists and the process can run.
 Path detectPath() {
 #ifdef CM_X86
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vnni")) return Path::Avx512Vnni;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Path::Avx2;
+  const bool vnni = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vnni");
+  if (vnni && executes(Path::Avx512Vnni)) return Path::Avx512Vnni;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && executes(Path::Avx2)) return Path::Avx2;
 #endif
   return Path::Portable;
 }
