@@ -395,6 +395,38 @@ napi_value PackInt8(napi_env env, napi_callback_info info) {
   return out;
 }
 
+// gatherColumns(packed, rows, cols, columns): packInt8's [rows, cols] weight reduced to the given
+// columns, in that order, packed the same way (a core-neuron FFN's down projection from the
+// layer's own: no second copy of the layer, no re-quantization).
+napi_value GatherColumns(napi_env env, napi_callback_info info) {
+  napi_value args[4];
+  Napi n{env};
+  if (!callArgs(n, info, args, 4, "gatherColumns(packed, rows, cols, columns)")) return nullptr;
+  size_t length = 0, count = 0;
+  const uint8_t* w = n.typedArray<uint8_t>(args[0], napi_uint8_array, &length, "packed");
+  const int rows = n.failed ? 0 : n.integer(args[1], "rows");
+  const int cols = n.failed ? 0 : n.integer(args[2], "cols");
+  const int32_t* columns = n.failed ? nullptr : n.typedArray<int32_t>(args[3], napi_int32_array, &count, "columns");
+  if (!n.failed && length != static_cast<size_t>(rows) * padded(cols)) n.fail("packed must hold rows x cols (padded to 64) bytes");
+  for (size_t j = 0; !n.failed && j < count; j++) {
+    if (columns[j] < 0 || columns[j] >= cols) n.fail("columns holds an index outside the matrix");
+  }
+  if (n.failed) return nullptr;
+  const size_t kp = padded(cols), outKp = padded(static_cast<int>(count));
+  void* data = nullptr;
+  napi_value buffer, out;
+  napi_create_arraybuffer(env, static_cast<size_t>(rows) * outKp, &data, &buffer);
+  uint8_t* g = static_cast<uint8_t*>(data);
+  parallelFor(rows, [&](int r) {
+    const uint8_t* line = w + r * kp;
+    uint8_t* to = g + r * outKp;
+    for (size_t j = 0; j < count; j++) to[j] = line[columns[j]];
+    std::memset(to + count, 64, outKp - count);
+  });
+  napi_create_typedarray(env, napi_uint8_array, static_cast<size_t>(rows) * outKp, buffer, 0, &out);
+  return out;
+}
+
 // gemv(bits, out, weight, scales, x, cols, rows | null): out[i] = row (rows ? rows[i] : i) . x
 // bits 8: packInt8's rows, scales [rows]; bits 4: MatMulNBits' rows, scales [rows * blocks]
 napi_value Gemv(napi_env env, napi_callback_info info) {
@@ -488,6 +520,7 @@ napi_value Init(napi_env env, napi_value exports) {
   if (gPool == nullptr) gPool = new Pool(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   const napi_property_descriptor props[] = {
       {"packInt8", nullptr, PackInt8, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"gatherColumns", nullptr, GatherColumns, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"gemv", nullptr, Gemv, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"setThreads", nullptr, SetThreads, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"info", nullptr, Info, nullptr, nullptr, nullptr, napi_default, nullptr},

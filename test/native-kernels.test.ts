@@ -171,6 +171,25 @@ describe('native decode kernels', { skip: kernels === null ? reason : false }, (
     }
   });
 
+  test('gatherColumns: a packed int8 weight cut to some columns is the packing of those columns, byte for byte', () => {
+    for (const [rows, cols] of [[7, 100], [896, 130], [1, 64]] as const) {
+      const w = values(rows * cols, rows + cols);
+      const q = quantizeLinear(w, rows, cols);
+      const [bValues, scales] = [q.values.data as Int8Array, q.scales.data as Float32Array];
+      const whole = k.packInt8(bValues, scales, rows, cols);
+      for (const columns of [Int32Array.of(), Int32Array.of(cols - 1), Int32Array.from({ length: Math.ceil(cols * 0.4) }, (_, j) => (j * 5 + 2) % cols)]) {
+        // compactDown gathers B's rows (a column of W each) and packs them: the independent route.
+        const cut = k.gatherColumns(whole, columns);
+        const direct = k.compactDown(bValues, scales, columns, rows);
+        assert.deepEqual(cut.data, direct.data, `${rows}x${cols}, ${columns.length} columns`);
+        assert.equal(cut.cols, columns.length);
+      }
+    }
+    const packed = k.packInt8(new Int8Array(64 * 4), new Float32Array(4), 4, 64);
+    assert.throws(() => k.gatherColumns(packed, Int32Array.of(64)), /outside the matrix/);
+    assert.throws(() => k.gatherColumns({ ...packed, data: packed.data.subarray(1) }, Int32Array.of(0)), /must hold rows x cols/);
+  });
+
   test('bad arguments are refused, not read past', () => {
     const packed = pack(k, 8, values(4 * 64, 1), 4, 64);
     assert.throws(() => k.gemv(packed, new Float32Array(63), new Float32Array(4)), /x must hold cols/);

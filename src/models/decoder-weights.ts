@@ -9,8 +9,8 @@ import { CorematchingError } from '../io/errors.js';
 import type { TextConfig } from '../io/model-config.js';
 import { scaleOf, type WeightFormat } from '../graph/ops.js';
 import { ConvertedCache } from './converted-cache.js';
-import type { NativeKernels, NativeLayer, PackedWeight } from '../native/kernels.js';
-import { nativeLayer, nativeLayerTensors } from './native-decode.js';
+import type { NativeKernels, PackedWeight } from '../native/kernels.js';
+import { nativeLayer, nativeLayerTensors, type NativeDecoderLayer } from './native-decode.js';
 import { buildLayerGroupGraph, buildLmHeadGraph } from './decoder-graph.js';
 import { groupPrefix, HEAD, LAYER } from './decoder-io.js';
 import { emptyInt4, emptyInt8, quantizeInt4Rows, quantizeLinearRows, quantizeRowsInto } from './quantize.js';
@@ -178,9 +178,9 @@ async function loadLayerGroups(
   layerBreaks: readonly number[],
   cache: ConvertedCache,
   native: NativeKernels | null,
-): Promise<{ groups: LayerGroup[]; nativeLayers: NativeLayer[] | null }> {
+): Promise<{ groups: LayerGroup[]; nativeLayers: NativeDecoderLayer[] | null }> {
   const groups: LayerGroup[] = [];
-  const nativeLayers: NativeLayer[] | null = native === null || format === 'fp32' ? null : [];
+  const nativeLayers: NativeDecoderLayer[] | null = native === null || format === 'fp32' ? null : [];
   // A layer's native weights come from the feeds its group bakes, so they are cached with them.
   const addNative = (l: number, feeds?: LayerWeights) => {
     if (nativeLayers === null) return;
@@ -274,6 +274,7 @@ const GROUP_BYTES = 128 * 1024 * 1024;
  */
 export class DecoderWeights {
   private readonly feeds = new Map<number, LayerWeights>();
+  private readonly downs = new Map<number, LayerWeights>();
 
   private constructor(
     private readonly c: TextConfig,
@@ -286,7 +287,7 @@ export class DecoderWeights {
     readonly feedFormat: WeightFormat,
     private readonly reopen: SourceOpener | undefined,
     /** Each layer for native decode steps (native-decode.ts), or null: decode runs on the groups. */
-    readonly nativeLayers: readonly NativeLayer[] | null,
+    readonly nativeLayers: readonly NativeDecoderLayer[] | null,
   ) {}
 
   /** Loads weights under `prefix` (e.g. `model.language_model.`); `lmHeadName` unless tied. */
@@ -322,8 +323,7 @@ export class DecoderWeights {
   layerFeeds(layer: number): LayerWeights {
     let feeds = this.feeds.get(layer);
     if (feeds === undefined) {
-      if (this.reopen === undefined) throw new CorematchingError('this decoder was loaded without a way to reopen its checkpoint, so it cannot run compact FFNs');
-      const source = this.reopen();
+      const source = this.reopenSource();
       try {
         feeds = loadLayer(source, `${this.prefix}layers.${layer}.`, this.c, this.feedFormat);
       } finally {
@@ -332,6 +332,30 @@ export class DecoderWeights {
       this.feeds.set(layer, feeds);
     }
     return feeds;
+  }
+
+  /**
+   * Layer `layer`'s down projection alone as int8 feeds (B [ffn, hidden], a neuron a row), read
+   * from the checkpoint on first use: what an int4 model's native core-neuron FFNs are cut from.
+   */
+  int8Down(layer: number): LayerWeights {
+    let feeds = this.downs.get(layer) ?? this.feeds.get(layer);
+    if (feeds === undefined) {
+      const source = this.reopenSource();
+      try {
+        const h = this.c.hiddenSize;
+        feeds = quantizedLinearFeeds(LAYER.downT, source, [`${this.prefix}layers.${layer}.mlp.down_proj.weight`], [h], this.c.intermediateSize, 'int8');
+      } finally {
+        source.close();
+      }
+      this.downs.set(layer, feeds);
+    }
+    return feeds;
+  }
+
+  private reopenSource(): WeightSource & { close(): void } {
+    if (this.reopen === undefined) throw new CorematchingError('this decoder was loaded without a way to reopen its checkpoint, so it cannot run compact FFNs');
+    return this.reopen();
   }
 
   async release(): Promise<void> {

@@ -190,7 +190,7 @@ export class LlamaDecoder {
     layers.forEach((layer, l) => {
       const ffn = ffns?.[l];
       const { k, v } = cache.rawBuffers(l);
-      this.native!.layerStep(layer, h, k, v, cache.capacity, cache.length(l), cos, sin, isNativeFfn(ffn) ? ffn.neurons : null, isNativeFfn(ffn) ? ffn.down : null);
+      this.native!.layerStep(layer.layer, h, k, v, cache.capacity, cache.length(l), cos, sin, isNativeFfn(ffn) ? ffn.neurons : null, isNativeFfn(ffn) ? ffn.down : null);
       cache.appended(l, 1);
       tokensPerLayer.push(1);
     });
@@ -219,7 +219,8 @@ export class LlamaDecoder {
    * the next call for the same layer (generation runs one request at a time).
    */
   compactFfn(layer: number, neurons: readonly number[]): FfnWeights {
-    if (this.native !== null && this.weights.nativeLayers !== null) return nativeFfn(this.native, this.weights.layerFeeds(layer), neurons, this.config.hiddenSize);
+    const nativeLayers = this.weights.nativeLayers;
+    if (this.native !== null && nativeLayers !== null) return nativeFfn(this.native, nativeLayers[layer]!, neurons, () => this.weights.int8Down(layer));
     const workspace = (this.workspaces[layer] ??= new FfnWorkspace());
     return compactFfn(this.weights.layerFeeds(layer), neurons, this.config.intermediateSize, this.config.hiddenSize, workspace);
   }

@@ -75,12 +75,18 @@ export function nativeLayerTensors(kernels: NativeKernels, feeds: Feeds, c: Text
   return out;
 }
 
+/** A decoder layer for native steps, and its down projection (which core-neuron FFNs are cut from). */
+export interface NativeDecoderLayer {
+  layer: NativeLayer;
+  down: PackedWeight;
+}
+
 /** The native layer of `nativeLayerTensors`' tensors. */
-export function nativeLayer(kernels: NativeKernels, t: Record<string, ort.Tensor>, c: TextConfig, format: 'int8' | 'int4'): NativeLayer {
+export function nativeLayer(kernels: NativeKernels, t: Record<string, ort.Tensor>, c: TextConfig, format: 'int8' | 'int4'): NativeDecoderLayer {
   const { hiddenSize: h, numAttentionHeads: nh, numKeyValueHeads: kvh, headDim: hd, intermediateSize: ffn } = c;
   const bits = format === 'int8' ? 8 : 4;
   const vector = (key: string) => (t[key]?.data as Float32Array | undefined) ?? null;
-  return kernels.createLayer(
+  const layer = kernels.createLayer(
     { hidden: h, heads: nh, kvHeads: kvh, headDim: hd, ffn, eps: c.rmsNormEps },
     {
       inputNorm: vector(LAYER.inputNorm)!,
@@ -95,14 +101,17 @@ export function nativeLayer(kernels: NativeKernels, t: Record<string, ort.Tensor
       downBias: vector(LAYER.downBias),
     },
   );
+  return { layer, down: packed(t, LAYER.downT, bits, h, ffn) };
 }
 
 /**
- * A layer's FFN on `neurons` for native steps, from its int8 feeds (down_t: B [ffn, hidden], a
- * neuron a row): the neurons, and their down columns packed once per request.
+ * A layer's FFN on `neurons` for native steps: the neurons, and their columns of down, made once
+ * per request. int8 cuts them from the layer's own packed down; int4, whose blocks of 32 columns
+ * share a scale, from an int8 copy of down (`int8Down`: B [ffn, hidden], a neuron a row).
  */
-export function nativeFfn(kernels: NativeKernels, int8Feeds: Feeds, neurons: readonly number[], hidden: number): NativeFfn {
+export function nativeFfn(kernels: NativeKernels, layer: NativeDecoderLayer, neurons: readonly number[], int8Down: () => Feeds): NativeFfn {
   const ids = Int32Array.from(neurons);
-  const down = kernels.compactDown(int8Feeds[LAYER.downT]!.data as Int8Array, int8Feeds[scaleOf(LAYER.downT)]!.data as Float32Array, ids, hidden);
-  return { neurons: ids, down };
+  if (layer.down.bits === 8) return { neurons: ids, down: kernels.gatherColumns(layer.down, ids) };
+  const feeds = int8Down();
+  return { neurons: ids, down: kernels.compactDown(feeds[LAYER.downT]!.data as Int8Array, feeds[scaleOf(LAYER.downT)]!.data as Float32Array, ids, layer.down.rows) };
 }

@@ -11,6 +11,7 @@ export type KernelPath = 'avx512-vnni' | 'avx2' | 'portable';
 
 interface Addon {
   packInt8(values: Int8Array, rows: number, cols: number): Uint8Array;
+  gatherColumns(packed: Uint8Array, rows: number, cols: number, columns: Int32Array): Uint8Array;
   gemv(bits: 8 | 4, out: Float32Array, packed: Uint8Array, scales: Float32Array, x: Float32Array, cols: number, rows: Int32Array | null): void;
   setThreads(threads: number): void;
   info(): { path: KernelPath; threads: number };
@@ -121,6 +122,12 @@ export class NativeKernels {
     const rows = new Int8Array(neurons.length * hidden);
     neurons.forEach((n, j) => rows.set(values.subarray(n * hidden, (n + 1) * hidden), j * hidden));
     return this.packInt8(rows, scales, hidden, neurons.length);
+  }
+
+  /** An int8 weight reduced to `columns` (in that order), packed the same way: no re-quantization. */
+  gatherColumns(w: PackedWeight, columns: Int32Array): PackedWeight {
+    if (w.bits !== 8) throw new Error('gatherColumns reads int8 weights');
+    return { bits: 8, rows: w.rows, cols: columns.length, data: this.addon.gatherColumns(w.data, w.rows, w.cols, columns), scales: w.scales };
   }
 
   /** out[i] = W[rows ? rows[i] : i] . x, the activations quantized in blocks of 32. */
