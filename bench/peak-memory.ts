@@ -19,9 +19,10 @@ const program = new Command()
   .option('--image <file>', 'image', 'test/fixtures/photos/chelsea.png')
   .option('--new-tokens <n>', 'tokens to decode', (v) => Number(v), 8)
   .option('--decode-kernel <kernel>', 'native or ort (default: native where built)')
+  .option('--policy <name>', 'sparsity policy of the question (corematching: core-neuron FFNs made for it)', 'dense')
   .option('--threads <n>', 'ONNX Runtime threads', (v) => Number(v), os.availableParallelism())
   .parse();
-const o = program.opts<{ model: string; weights: WeightFormat; image: string; newTokens: number; threads: number; decodeKernel?: 'native' | 'ort' }>();
+const o = program.opts<{ model: string; weights: WeightFormat; image: string; newTokens: number; threads: number; decodeKernel?: 'native' | 'ort'; policy: 'dense' | 'corematching' }>();
 
 /**
  * Bytes the weights take in memory as the engine holds them in `format`: linear weights
@@ -67,7 +68,7 @@ const t0 = performance.now();
 const vlm = await VisionLanguageModel.load(o.model, { threads: o.threads, weights: o.weights, cacheDir: false, ...(o.decodeKernel ? { decodeKernel: o.decodeKernel } : {}) });
 const loadS = (performance.now() - t0) / 1000;
 const afterLoadGiB = process.memoryUsage().rss / 2 ** 30;
-const result = await vlm.generate({ image: o.image, prompt: 'Describe this picture.', maxNewTokens: o.newTokens, ignoreEos: true });
+const result = await vlm.generate({ image: o.image, prompt: 'Describe this picture.', maxNewTokens: o.newTokens, ignoreEos: true, policy: o.policy });
 await vlm.release();
 const peakGiB = peakRssBytes() / 2 ** 30;
 const weightsGiB = weightBytes(o.model, o.weights) / 2 ** 30;
@@ -75,6 +76,8 @@ console.log(
   JSON.stringify({
     model: o.model,
     weights: o.weights,
+    decodeKernel: vlm.model.decoder.decodeKernel,
+    policy: o.policy,
     loadS,
     afterLoadGiB,
     peakGiB,
