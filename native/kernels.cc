@@ -176,27 +176,36 @@ sigjmp_buf gProbeJump;
 
 void onProbeFault(int) { siglongjmp(gProbeJump, 1); }
 
-// Whether `path`'s instructions run in this process and compute: CPUID may list extensions that a
-// virtual machine does not let a process execute (some of these hosts list AMX and refuse it).
-bool executes(Path path) {
+// Whether `probe` runs and returns true: CPUID may list extensions that a virtual machine does not
+// let a process execute (some of these hosts list AMX and refuse it).
+bool executes(bool (*probe)()) {
   struct sigaction fault {}, old {};
   fault.sa_handler = onProbeFault;
   sigemptyset(&fault.sa_mask);
   sigaction(SIGILL, &fault, &old);
   volatile bool ok = false;
-  if (sigsetjmp(gProbeJump, 1) == 0) {
-    QuantizedX x;
-    x.q.assign(64, 1);
-    x.scale.assign(2, 1.f);
-    x.sum.assign(2, 32);
-    const std::vector<uint8_t> w(64, 65);  // weights of 1: the product is 64
-    ok = (path == Path::Avx512Vnni ? dotInt8Vnni(w.data(), x, 64) : dotInt8Avx2(w.data(), x, 64)) == 64.f;
-  }
+  if (sigsetjmp(gProbeJump, 1) == 0) ok = probe();
   sigaction(SIGILL, &old, nullptr);
   return ok;
 }
-#else
-bool executes(Path) { return true; }
+
+template <Path path>
+bool productComputes() {
+  QuantizedX x;
+  x.q.assign(64, 1);
+  x.scale.assign(2, 1.f);
+  x.sum.assign(2, 32);
+  const std::vector<uint8_t> w(64, 65);  // weights of 1: the product is 64
+  return (path == Path::Avx512Vnni ? dotInt8Vnni(w.data(), x, 64) : dotInt8Avx2(w.data(), x, 64)) == 64.f;
+}
+
+// Columns 1, 3, 5, ... of 0 .. 63 kept by a byte compress: 1, 3, 5, ...
+__attribute__((target("avx512f,avx512bw,avx512vbmi2"))) bool compressComputes() {
+  uint8_t in[64], out[64] = {0};
+  for (int i = 0; i < 64; i++) in[i] = static_cast<uint8_t>(i);
+  _mm512_storeu_si512(out, _mm512_maskz_compress_epi8(0xAAAAAAAAAAAAAAAAull, _mm512_loadu_si512(in)));
+  return out[0] == 1 && out[31] == 63 && out[32] == 0;
+}
 #endif
 
 // The best path the CPU lists and the process can run.
@@ -204,13 +213,24 @@ Path detectPath() {
 #ifdef CM_X86
   __builtin_cpu_init();
   const bool vnni = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vnni");
-  if (vnni && executes(Path::Avx512Vnni)) return Path::Avx512Vnni;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && executes(Path::Avx2)) return Path::Avx2;
+  if (vnni && executes(productComputes<Path::Avx512Vnni>)) return Path::Avx512Vnni;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && executes(productComputes<Path::Avx2>)) return Path::Avx2;
 #endif
   return Path::Portable;
 }
 
 Path gPath = detectPath();
+
+// Whether the AVX-512 path may also compress bytes (VBMI2: Ice Lake, Zen 4 and later).
+bool detectCompress() {
+#ifdef CM_X86
+  return gPath == Path::Avx512Vnni && __builtin_cpu_supports("avx512vbmi2") && executes(compressComputes);
+#else
+  return false;
+#endif
+}
+
+const bool gCompress = detectCompress();
 
 Path currentPath() { return gPath; }
 
@@ -395,6 +415,32 @@ napi_value PackInt8(napi_env env, napi_callback_info info) {
   return out;
 }
 
+#ifdef CM_X86
+// One row of gatherColumns for ascending columns: each 64-byte stretch compressed by the mask of
+// its kept columns (masks[s] for stretch s, shared by every row) instead of a load per byte.
+__attribute__((target("avx512f,avx512bw,avx512vbmi2"))) void compressRow(const uint8_t* line, const uint64_t* masks, size_t first, size_t last, uint8_t* to) {
+  size_t at = 0;
+  for (size_t s = first; s < last; s++) {
+    const int n = __builtin_popcountll(masks[s]);
+    const __m512i kept = _mm512_maskz_compress_epi8(masks[s], _mm512_loadu_si512(line + s * 64));
+    _mm512_mask_storeu_epi8(to + at, n == 64 ? ~0ull : (1ull << n) - 1, kept);
+    at += n;
+  }
+}
+
+void gatherAscending(const uint8_t* w, int rows, size_t kp, const int32_t* columns, size_t count, uint8_t* g, size_t outKp) {
+  std::vector<uint64_t> masks(kp / 64, 0);
+  for (size_t j = 0; j < count; j++) masks[columns[j] / 64] |= 1ull << (columns[j] % 64);
+  const size_t first = count == 0 ? 0 : columns[0] / 64, last = count == 0 ? 0 : columns[count - 1] / 64 + 1;
+  parallelFor((rows + 15) / 16, [&](int chunk) {
+    for (int r = chunk * 16; r < std::min(rows, chunk * 16 + 16); r++) {
+      compressRow(w + r * kp, masks.data(), first, last, g + r * outKp);
+      std::memset(g + r * outKp + count, 64, outKp - count);
+    }
+  });
+}
+#endif
+
 // gatherColumns(packed, rows, cols, columns): packInt8's [rows, cols] weight reduced to the given
 // columns, in that order, packed the same way (a core-neuron FFN's down projection from the
 // layer's own: no second copy of the layer, no re-quantization).
@@ -417,12 +463,21 @@ napi_value GatherColumns(napi_env env, napi_callback_info info) {
   napi_value buffer, out;
   napi_create_arraybuffer(env, static_cast<size_t>(rows) * outKp, &data, &buffer);
   uint8_t* g = static_cast<uint8_t*>(data);
-  parallelFor(rows, [&](int r) {
-    const uint8_t* line = w + r * kp;
-    uint8_t* to = g + r * outKp;
-    for (size_t j = 0; j < count; j++) to[j] = line[columns[j]];
-    std::memset(to + count, 64, outKp - count);
-  });
+  bool ascending = true;
+  for (size_t j = 1; j < count; j++) ascending = ascending && columns[j] > columns[j - 1];
+#ifdef CM_X86
+  if (gCompress && gPath == Path::Avx512Vnni && ascending) {
+    gatherAscending(w, rows, kp, columns, count, g, outKp);
+  } else
+#endif
+  {
+    parallelFor(rows, [&](int r) {
+      const uint8_t* line = w + r * kp;
+      uint8_t* to = g + r * outKp;
+      for (size_t j = 0; j < count; j++) to[j] = line[columns[j]];
+      std::memset(to + count, 64, outKp - count);
+    });
+  }
   napi_create_typedarray(env, napi_uint8_array, static_cast<size_t>(rows) * outKp, buffer, 0, &out);
   return out;
 }

@@ -172,19 +172,25 @@ describe('native decode kernels', { skip: kernels === null ? reason : false }, (
   });
 
   test('gatherColumns: a packed int8 weight cut to some columns is the packing of those columns, byte for byte', () => {
-    for (const [rows, cols] of [[7, 100], [896, 130], [1, 64]] as const) {
+    for (const [path, [rows, cols]] of paths.flatMap((p) => [[7, 100], [896, 130], [1, 64], [3, 200]].map((s) => [p, s] as const))) {
+      k.forcePath(path);
       const w = values(rows * cols, rows + cols);
       const q = quantizeLinear(w, rows, cols);
       const [bValues, scales] = [q.values.data as Int8Array, q.scales.data as Float32Array];
       const whole = k.packInt8(bValues, scales, rows, cols);
-      for (const columns of [Int32Array.of(), Int32Array.of(cols - 1), Int32Array.from({ length: Math.ceil(cols * 0.4) }, (_, j) => (j * 5 + 2) % cols)]) {
+      const every = Int32Array.from({ length: cols }, (_, j) => j);
+      const shuffled = Int32Array.from({ length: Math.ceil(cols * 0.4) }, (_, j) => (j * 5 + 2) % cols);
+      // Ascending sets take the AVX-512 compress path where the CPU has one, the rest the plain loop.
+      const ascending = [every, every.filter((j) => (j * 7919) % 5 < 2), every.filter((j) => j % 64 === 63 || j === 0), Int32Array.of(cols - 1)];
+      for (const columns of [Int32Array.of(), shuffled, ...ascending]) {
         // compactDown gathers B's rows (a column of W each) and packs them: the independent route.
         const cut = k.gatherColumns(whole, columns);
         const direct = k.compactDown(bValues, scales, columns, rows);
-        assert.deepEqual(cut.data, direct.data, `${rows}x${cols}, ${columns.length} columns`);
+        assert.deepEqual(cut.data, direct.data, `${path}, ${rows}x${cols}, ${columns.length} columns`);
         assert.equal(cut.cols, columns.length);
       }
     }
+    k.forcePath(best);
     const packed = k.packInt8(new Int8Array(64 * 4), new Float32Array(4), 4, 64);
     assert.throws(() => k.gatherColumns(packed, Int32Array.of(64)), /outside the matrix/);
     assert.throws(() => k.gatherColumns({ ...packed, data: packed.data.subarray(1) }, Int32Array.of(0)), /must hold rows x cols/);
