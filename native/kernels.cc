@@ -111,6 +111,58 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) float dotInt8Vnni(const u
   return _mm512_reduce_add_ps(acc) - offset;
 }
 
+// Four rows at once against one activation vector: each 64-value step's activations and block
+// scales (`pairs`: lanes 0-7 the scale of block 2j, lanes 8-15 of block 2j + 1) are loaded once
+// for the four rows, and the +64 offset (`offset`, the same for every row) is taken off at the end.
+// Each row's sum runs in the same order as dotInt8Vnni's, so both give the same bits.
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) void dotInt8x4Vnni(const uint8_t* const* w, const int8_t* xq, const float* pairs, float offset, int kp, float* out) {
+  __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+  for (int i = 0; i < kp; i += 64) {
+    const __m512i x = _mm512_loadu_si512(xq + i);
+    const __m512 s = _mm512_loadu_ps(pairs + i / 4);
+    a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_loadu_si512(w[0] + i), x)), s, a0);
+    a1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_loadu_si512(w[1] + i), x)), s, a1);
+    a2 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_loadu_si512(w[2] + i), x)), s, a2);
+    a3 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_loadu_si512(w[3] + i), x)), s, a3);
+  }
+  out[0] = _mm512_reduce_add_ps(a0) - offset;
+  out[1] = _mm512_reduce_add_ps(a1) - offset;
+  out[2] = _mm512_reduce_add_ps(a2) - offset;
+  out[3] = _mm512_reduce_add_ps(a3) - offset;
+}
+
+// Four int4 rows at once, four blocks (128 values, 64 bytes a row) a step: the low nibbles of the
+// 64 bytes are the four blocks' even positions, the high nibbles their odd ones, so two products
+// against the activations ordered to match (`xg`: per group of four blocks their evens, then
+// their odds) need no shuffle. Lanes 4j .. 4j + 3 hold block j: each takes 2 x its block's sum
+// off in integers (the +8 offset over 4 lanes, `off`), then scales by weight x activation scale
+// (`xs`, spread likewise). Blocks past the last group of four go through int4Blocks.
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) void dotInt4x4Vnni(const uint8_t* const* w, const float* const* ws, const int8_t* xg, const float* xs,
+                                                                            const int32_t* off, const QuantizedX& x, int blocks, float* out) {
+  __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+  const __m512i low = _mm512_set1_epi8(0x0f);
+  const __m512i spread = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+  const int groups = blocks / 4;
+  for (int g = 0; g < groups; g++) {
+    const __m512i evens = _mm512_loadu_si512(xg + g * 128);
+    const __m512i odds = _mm512_loadu_si512(xg + g * 128 + 64);
+    const __m512 sv = _mm512_loadu_ps(xs + g * 16);
+    const __m512i offset = _mm512_loadu_si512(off + g * 16);
+    for (int r = 0; r < 4; r++) {
+      const __m512i v = _mm512_loadu_si512(w[r] + g * 64);
+      __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(v, low), evens);
+      p = _mm512_dpbusd_epi32(p, _mm512_and_si512(_mm512_srli_epi16(v, 4), low), odds);
+      const __m512 wsv = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(_mm_loadu_ps(ws[r] + g * 4)));
+      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(p, offset)), _mm512_mul_ps(wsv, sv), acc[r]);
+    }
+  }
+  const int b = groups * 4;
+  for (int r = 0; r < 4; r++) {
+    const float tail = b < blocks ? int4Blocks(w[r] + b * 16, ws[r] + b, x.q.data() + b * kBlock, x.scale.data() + b, x.sum.data() + b, blocks - b) : 0.f;
+    out[r] = _mm512_reduce_add_ps(acc[r]) + tail;
+  }
+}
+
 __attribute__((target("avx512f,avx512bw,avx512vnni"))) float dotInt4Vnni(const uint8_t* w, const float* wscale, const QuantizedX& x, int blocks) {
   __m512 acc = _mm512_setzero_ps();
   float offset = 0.f;
@@ -364,6 +416,65 @@ void gemv(const Matrix& m, const float* x, float* out, const int32_t* subset, si
   quantizeX(x, m.cols, q);
   if (m.bits == 4) evensFirst(q);
   const int chunks = static_cast<int>((count + kRowsPerChunk - 1) / kRowsPerChunk);
+#ifdef CM_X86
+  if (m.bits == 8 && gPath == Path::Avx512Vnni) {
+    std::vector<float> pairs(kp / 4);
+    for (int j = 0; j < kp / 64; j++) {
+      for (int lane = 0; lane < 16; lane++) pairs[j * 16 + lane] = q.scale[2 * j + lane / 8];
+    }
+    float offset = 0.f;
+    for (int b = 0; b < kp / kBlock; b++) offset += q.scale[b] * static_cast<float>(64 * q.sum[b]);
+    parallelFor(chunks, [&](int chunk) {
+      const size_t begin = static_cast<size_t>(chunk) * kRowsPerChunk, end = std::min(count, begin + kRowsPerChunk);
+      for (size_t i = begin; i < end; i += 4) {
+        const uint8_t* rows[4];
+        size_t r[4];
+        for (int j = 0; j < 4; j++) {
+          r[j] = i + j < end ? (subset != nullptr ? static_cast<size_t>(subset[i + j]) : i + j) : r[0];
+          rows[j] = m.data + r[j] * rowBytes;
+        }
+        float dots[4];
+        dotInt8x4Vnni(rows, q.q.data(), pairs.data(), offset, kp, dots);
+        for (int j = 0; j < 4 && i + j < end; j++) out[i + j] = m.scales[r[j]] * dots[j];
+      }
+    });
+    return;
+  }
+  if (m.bits == 4 && gPath == Path::Avx512Vnni) {
+    // The activations of each group of four blocks as dotInt4x4Vnni reads them, and per-lane
+    // copies of their blocks' scales and offsets.
+    const int groups = blocks / 4;
+    std::vector<int8_t> xg(static_cast<size_t>(groups) * 128);
+    std::vector<float> xs(static_cast<size_t>(groups) * 16);
+    std::vector<int32_t> off(static_cast<size_t>(groups) * 16);
+    for (int g = 0; g < groups; g++) {
+      for (int j = 0; j < 4; j++) {
+        const int8_t* block = q.q.data() + (g * 4 + j) * kBlock;  // evensFirst: 16 evens, then 16 odds
+        std::copy(block, block + 16, xg.begin() + g * 128 + j * 16);
+        std::copy(block + 16, block + 32, xg.begin() + g * 128 + 64 + j * 16);
+        std::fill(xs.begin() + g * 16 + j * 4, xs.begin() + g * 16 + j * 4 + 4, q.scale[g * 4 + j]);
+        std::fill(off.begin() + g * 16 + j * 4, off.begin() + g * 16 + j * 4 + 4, 2 * q.sum[g * 4 + j]);
+      }
+    }
+    parallelFor(chunks, [&](int chunk) {
+      const size_t begin = static_cast<size_t>(chunk) * kRowsPerChunk, end = std::min(count, begin + kRowsPerChunk);
+      for (size_t i = begin; i < end; i += 4) {
+        const uint8_t* rows[4];
+        const float* scales[4];
+        size_t r[4];
+        for (int j = 0; j < 4; j++) {
+          r[j] = i + j < end ? (subset != nullptr ? static_cast<size_t>(subset[i + j]) : i + j) : r[0];
+          rows[j] = m.data + r[j] * rowBytes;
+          scales[j] = m.scales + r[j] * blocks;
+        }
+        float dots[4];
+        dotInt4x4Vnni(rows, scales, xg.data(), xs.data(), off.data(), q, blocks, dots);
+        for (int j = 0; j < 4 && i + j < end; j++) out[i + j] = dots[j];
+      }
+    });
+    return;
+  }
+#endif
   parallelFor(chunks, [&](int chunk) {
     const size_t end = std::min(count, static_cast<size_t>(chunk + 1) * kRowsPerChunk);
     for (size_t i = static_cast<size_t>(chunk) * kRowsPerChunk; i < end; i++) {
