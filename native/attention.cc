@@ -11,6 +11,10 @@
 
 #include "kernels.h"
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
+
 namespace cm {
 namespace {
 
@@ -70,6 +74,47 @@ __attribute__((target("avx2,fma"))) void attendAvx2(const float* q, const float*
                                                     float* out) {
   attendBody(q, k, v, keys, hd, scale, p, out);
 }
+// The AVX-512 copy for head sizes of 16 x C values (64 and 128 cover the models people run): q and
+// the output kept in registers, each key's score one reduction, the weighted sum of values in two
+// interleaved accumulators so consecutive keys do not wait on each other's additions.
+template <int C>
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma"))) void attendRegisters(const float* q, const float* k, const float* v, int keys, float scale,
+                                                                                      float* p, float* out) {
+  constexpr int hd = 16 * C;
+  __m512 qv[C];
+  for (int c = 0; c < C; c++) qv[c] = _mm512_mul_ps(_mm512_loadu_ps(q + 16 * c), _mm512_set1_ps(scale));
+  float max = -INFINITY;
+  for (int t = 0; t < keys; t++) {
+    const float* kt = k + static_cast<size_t>(t) * hd;
+    __m512 a = _mm512_mul_ps(qv[0], _mm512_loadu_ps(kt));
+    for (int c = 1; c < C; c++) a = _mm512_fmadd_ps(qv[c], _mm512_loadu_ps(kt + 16 * c), a);
+    p[t] = _mm512_reduce_add_ps(a);
+    max = std::max(max, p[t]);
+  }
+  float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
+  for (int t = 0; t < keys; t++) {
+    p[t] = expNonPositive(p[t] - max);
+    sum += p[t];
+  }
+  __m512 even[C], odd[C];
+  for (int c = 0; c < C; c++) even[c] = odd[c] = _mm512_setzero_ps();
+  int t = 0;
+  for (; t + 1 < keys; t += 2) {
+    const float* v0 = v + static_cast<size_t>(t) * hd;
+    const __m512 w0 = _mm512_set1_ps(p[t]), w1 = _mm512_set1_ps(p[t + 1]);
+    for (int c = 0; c < C; c++) {
+      even[c] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(v0 + 16 * c), even[c]);
+      odd[c] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(v0 + hd + 16 * c), odd[c]);
+    }
+  }
+  if (t < keys) {
+    const __m512 w0 = _mm512_set1_ps(p[t]);
+    for (int c = 0; c < C; c++) even[c] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(v + static_cast<size_t>(t) * hd + 16 * c), even[c]);
+  }
+  const __m512 inv = _mm512_set1_ps(1.f / sum);
+  for (int c = 0; c < C; c++) _mm512_storeu_ps(out + 16 * c, _mm512_mul_ps(_mm512_add_ps(even[c], odd[c]), inv));
+}
 #endif
 
 void attendPortable(const float* q, const float* k, const float* v, int keys, int hd, float scale, float* p, float* out) {
@@ -78,6 +123,8 @@ void attendPortable(const float* q, const float* k, const float* v, int keys, in
 
 void attendHead(const float* q, const float* k, const float* v, int keys, int headDim, float scale, float* p, float* out) {
 #if defined(__x86_64__) && defined(__GNUC__)
+  if (currentPath() == Path::Avx512Vnni && headDim == 64) return attendRegisters<4>(q, k, v, keys, scale, p, out);
+  if (currentPath() == Path::Avx512Vnni && headDim == 128) return attendRegisters<8>(q, k, v, keys, scale, p, out);
   if (currentPath() == Path::Avx512Vnni) return attendAvx512(q, k, v, keys, headDim, scale, p, out);
   if (currentPath() == Path::Avx2) return attendAvx2(q, k, v, keys, headDim, scale, p, out);
 #endif

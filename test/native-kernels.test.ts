@@ -127,9 +127,9 @@ describe('native decode kernels', { skip: kernels === null ? reason : false }, (
   };
 
   for (const path of paths) {
-    test(`${path}: attention over 1 to 700 cached keys, odd head sizes, peaked and flat scores`, () => {
+    test(`${path}: attention over 1 to 700 cached keys, head sizes 17 to 128 (64 and 128 in registers), peaked and flat scores`, () => {
       k.forcePath(path);
-      for (const [heads, kvHeads, hd, keys, sharp] of [[14, 2, 64, 700, 1], [9, 3, 64, 1, 1], [4, 4, 40, 33, 8], [6, 2, 17, 129, 30], [2, 1, 128, 300, 0.01]] as const) {
+      for (const [heads, kvHeads, hd, keys, sharp] of [[14, 2, 64, 700, 1], [9, 3, 64, 1, 1], [4, 4, 40, 33, 8], [6, 2, 17, 129, 30], [2, 1, 128, 300, 0.01], [3, 3, 128, 301, 3]] as const) {
         const capacity = keys + 5;
         const q = values(heads * hd, heads + hd).map((v) => v * sharp);
         const [kc, vc] = [values(kvHeads * capacity * hd, keys), values(kvHeads * capacity * hd, keys + 1)];
