@@ -114,10 +114,12 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) float dotInt8Vnni(const u
 // Four rows at once against one activation vector: each 64-value step's activations and block
 // scales (`pairs`: lanes 0-7 the scale of block 2j, lanes 8-15 of block 2j + 1) are loaded once
 // for the four rows, and the +64 offset (`offset`, the same for every row) is taken off at the end.
-// Each row's sum runs in the same order as dotInt8Vnni's, so both give the same bits.
-__attribute__((target("avx512f,avx512bw,avx512vnni"))) void dotInt8x4Vnni(const uint8_t* const* w, const int8_t* xq, const float* pairs, float offset, int kp, float* out) {
+// Each row's sum runs in the same order as dotInt8Vnni's, so both give the same bits. `next`: the
+// rows to prefetch.
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) void dotInt8x4Vnni(const uint8_t* const* w, const uint8_t* const* next, const int8_t* xq, const float* pairs, float offset, int kp, float* out) {
   __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
   for (int i = 0; i < kp; i += 64) {
+    for (int j = 0; j < 4; j++) _mm_prefetch(reinterpret_cast<const char*>(next[j] + i), _MM_HINT_T0);
     const __m512i x = _mm512_loadu_si512(xq + i);
     const __m512 s = _mm512_loadu_ps(pairs + i / 4);
     a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_loadu_si512(w[0] + i), x)), s, a0);
@@ -137,8 +139,8 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void dotInt8x4Vnni(const 
 // their odds) need no shuffle. Lanes 4j .. 4j + 3 hold block j: each takes 2 x its block's sum
 // off in integers (the +8 offset over 4 lanes, `off`), then scales by weight x activation scale
 // (`xs`, spread likewise). Blocks past the last group of four go through int4Blocks.
-__attribute__((target("avx512f,avx512bw,avx512vnni"))) void dotInt4x4Vnni(const uint8_t* const* w, const float* const* ws, const int8_t* xg, const float* xs,
-                                                                            const int32_t* off, const QuantizedX& x, int blocks, float* out) {
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) void dotInt4x4Vnni(const uint8_t* const* w, const uint8_t* const* next, const float* const* ws, const int8_t* xg,
+                                                                            const float* xs, const int32_t* off, const QuantizedX& x, int blocks, float* out) {
   __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
   const __m512i low = _mm512_set1_epi8(0x0f);
   const __m512i spread = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
@@ -149,6 +151,7 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void dotInt4x4Vnni(const 
     const __m512 sv = _mm512_loadu_ps(xs + g * 16);
     const __m512i offset = _mm512_loadu_si512(off + g * 16);
     for (int r = 0; r < 4; r++) {
+      _mm_prefetch(reinterpret_cast<const char*>(next[r] + g * 64), _MM_HINT_T0);
       const __m512i v = _mm512_loadu_si512(w[r] + g * 64);
       __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(v, low), evens);
       p = _mm512_dpbusd_epi32(p, _mm512_and_si512(_mm512_srli_epi16(v, 4), low), odds);
@@ -408,6 +411,16 @@ void parallelFor(int chunks, const std::function<void(int)>& fn) { gPool->run(ch
 // Rows per chunk handed to a thread: enough to amortise the hand-off, few enough to balance.
 constexpr int kRowsPerChunk = 32;
 
+// The four rows after rows i .. i + 3 (the current ones where there are no more): a 4-row kernel
+// prefetches them while it computes, since a row of a few hundred bytes is over before the
+// hardware's prefetchers pick up its stream.
+void aheadOf(const Matrix& m, const int32_t* subset, size_t count, size_t i, size_t rowBytes, const uint8_t** next) {
+  for (int j = 0; j < 4; j++) {
+    const size_t index = i + 4 + j < count ? i + 4 + j : i;
+    next[j] = m.data + (subset != nullptr ? static_cast<size_t>(subset[index]) : index) * rowBytes;
+  }
+}
+
 void gemv(const Matrix& m, const float* x, float* out, const int32_t* subset, size_t count) {
   const int kp = padded(m.cols);
   const int blocks = (m.cols + kBlock - 1) / kBlock;
@@ -433,8 +446,10 @@ void gemv(const Matrix& m, const float* x, float* out, const int32_t* subset, si
           r[j] = i + j < end ? (subset != nullptr ? static_cast<size_t>(subset[i + j]) : i + j) : r[0];
           rows[j] = m.data + r[j] * rowBytes;
         }
+        const uint8_t* next[4];
+        aheadOf(m, subset, count, i, rowBytes, next);
         float dots[4];
-        dotInt8x4Vnni(rows, q.q.data(), pairs.data(), offset, kp, dots);
+        dotInt8x4Vnni(rows, next, q.q.data(), pairs.data(), offset, kp, dots);
         for (int j = 0; j < 4 && i + j < end; j++) out[i + j] = m.scales[r[j]] * dots[j];
       }
     });
@@ -467,8 +482,10 @@ void gemv(const Matrix& m, const float* x, float* out, const int32_t* subset, si
           rows[j] = m.data + r[j] * rowBytes;
           scales[j] = m.scales + r[j] * blocks;
         }
+        const uint8_t* next[4];
+        aheadOf(m, subset, count, i, rowBytes, next);
         float dots[4];
-        dotInt4x4Vnni(rows, scales, xg.data(), xs.data(), off.data(), q, blocks, dots);
+        dotInt4x4Vnni(rows, next, scales, xg.data(), xs.data(), off.data(), q, blocks, dots);
         for (int j = 0; j < 4 && i + j < end; j++) out[i + j] = dots[j];
       }
     });
@@ -633,6 +650,58 @@ napi_value Gemv(napi_env env, napi_callback_info info) {
   return undefinedValue(env);
 }
 
+#ifdef CM_X86
+__attribute__((target("avx512f,avx512bw"))) uint64_t sumBytesAvx512(const uint8_t* p, size_t n) {
+  __m512i acc = _mm512_setzero_si512();
+  size_t i = 0;
+  for (; i + 64 <= n; i += 64) acc = _mm512_add_epi64(acc, _mm512_sad_epu8(_mm512_loadu_si512(p + i), _mm512_setzero_si512()));
+  uint64_t sum = static_cast<uint64_t>(_mm512_reduce_add_epi64(acc));
+  for (; i < n; i++) sum += p[i];
+  return sum;
+}
+
+__attribute__((target("avx2"))) uint64_t sumBytesAvx2(const uint8_t* p, size_t n) {
+  __m256i acc = _mm256_setzero_si256();
+  size_t i = 0;
+  for (; i + 32 <= n; i += 32) acc = _mm256_add_epi64(acc, _mm256_sad_epu8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i)), _mm256_setzero_si256()));
+  uint64_t lanes[4];
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(lanes), acc);
+  uint64_t sum = lanes[0] + lanes[1] + lanes[2] + lanes[3];
+  for (; i < n; i++) sum += p[i];
+  return sum;
+}
+#endif
+
+uint64_t sumBytes(const uint8_t* p, size_t n) {
+#ifdef CM_X86
+  if (gPath == Path::Avx512Vnni) return sumBytesAvx512(p, n);
+  if (gPath == Path::Avx2) return sumBytesAvx2(p, n);
+#endif
+  uint64_t sum = 0;
+  for (size_t i = 0; i < n; i++) sum += p[i];
+  return sum;
+}
+
+// sumBytes(data): the sum of an array's bytes, read on the pool in the products' chunks of rows'
+// size: what streaming weights costs with no arithmetic, the ceiling the products are held to.
+napi_value SumBytes(napi_env env, napi_callback_info info) {
+  napi_value args[1];
+  Napi n{env};
+  if (!callArgs(n, info, args, 1, "sumBytes(data)")) return nullptr;
+  size_t length = 0;
+  const uint8_t* data = n.typedArray<uint8_t>(args[0], napi_uint8_array, &length, "data");
+  if (n.failed) return nullptr;
+  constexpr size_t kChunk = 32 * 1024;
+  const int chunks = static_cast<int>((length + kChunk - 1) / kChunk);
+  std::vector<uint64_t> sums(chunks, 0);
+  parallelFor(chunks, [&](int c) { sums[c] = sumBytes(data + c * kChunk, std::min(kChunk, length - c * kChunk)); });
+  uint64_t total = 0;
+  for (uint64_t v : sums) total += v;
+  napi_value out;
+  napi_create_double(env, static_cast<double>(total), &out);
+  return out;
+}
+
 // setThreads(n): the pool's size, this thread included.
 napi_value SetThreads(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -688,6 +757,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"packInt8", nullptr, PackInt8, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"gatherColumns", nullptr, GatherColumns, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"gemv", nullptr, Gemv, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"sumBytes", nullptr, SumBytes, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"setThreads", nullptr, SetThreads, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"info", nullptr, Info, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"forcePath", nullptr, ForcePath, nullptr, nullptr, nullptr, napi_default, nullptr},

@@ -5,6 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CorematchingError } from '../src/io/errors.js';
+import type { NativeKernels, PackedWeight } from '../src/native/kernels.js';
 
 // Tests run from dist/test/; fixtures stay in the source tree.
 const root = fileURLToPath(new URL('../../', import.meta.url));
@@ -54,4 +55,15 @@ export function throwsWith(fn: () => unknown, ...fragments: string[]): void {
     for (const f of fragments) assert.ok(err.message.includes(f), `message "${err.message}" lacks "${f}"`);
     return true;
   });
+}
+
+/**
+ * The down projection of `neurons` only, from an int8 down weight B = W^T [ffn, hidden] (a neuron
+ * a row, one scale per hidden output): their rows gathered, then packed as a [hidden, neurons]
+ * weight. The independent route the native gatherColumns is checked against.
+ */
+export function compactDown(k: NativeKernels, values: Int8Array, scales: Float32Array, neurons: Int32Array, hidden: number): PackedWeight {
+  const rows = new Int8Array(neurons.length * hidden);
+  neurons.forEach((n, j) => rows.set(values.subarray(n * hidden, (n + 1) * hidden), j * hidden));
+  return k.packInt8(rows, scales, hidden, neurons.length);
 }

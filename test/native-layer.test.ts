@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { dequantizeInt4Row, quantizeInt4, quantizeLinear } from '../src/models/quantize.js';
 import { inverseFrequencies, ropeTables } from '../src/models/rope.js';
+import { compactDown } from './helpers.js';
 import { nativeKernels, type LayerShape, type NativeKernels, type NativeLayerWeights, type PackedWeight } from '../src/native/kernels.js';
 
 const { kernels, reason } = nativeKernels();
@@ -83,7 +84,7 @@ describe('native decoder layer', { skip: kernels === null ? reason : false }, ()
           };
           const layer = k.createLayer(SHAPE, weights);
           const neurons = core ? Int32Array.from({ length: Math.floor((F - 2) / 3) + 1 }, (_, j) => 3 * j + 1) : null;
-          const compactDown = neurons === null ? null : k.compactDown(down.int8!.values, down.int8!.scales, neurons, H);
+          const coreDown = neurons === null ? null : compactDown(k, down.int8!.values, down.int8!.scales, neurons, H);
           const capacity = 8;
           const [kCache, vCache] = [new Float32Array(KVH * capacity * HD), new Float32Array(KVH * capacity * HD)];
           const [refK, refV] = [new Float64Array(KVH * capacity * HD), new Float64Array(KVH * capacity * HD)];
@@ -93,7 +94,7 @@ describe('native decoder layer', { skip: kernels === null ? reason : false }, ()
             const h = values(H, 100 + step);
             const input = Float64Array.from(h);
             const { cos, sin } = ropeTables([position], HD, invFreq);
-            k.layerStep(layer, h, kCache, vCache, capacity, step, cos, sin, neurons, compactDown);
+            k.layerStep(layer, h, kCache, vCache, capacity, step, cos, sin, neurons, coreDown);
 
             // The reference: the same layer in float64 on the dequantized weights.
             const x = Float64Array.from(input);
@@ -157,7 +158,7 @@ describe('native decoder layer', { skip: kernels === null ? reason : false }, ()
     const run = (neurons: Int32Array | null) => {
       const h = values(H, 17);
       const { cos, sin } = ropeTables([3], HD, inverseFrequencies(HD, 10000));
-      k.layerStep(layer, h, new Float32Array(KVH * 4 * HD), new Float32Array(KVH * 4 * HD), 4, 0, cos, sin, neurons, neurons && k.compactDown(down.int8!.values, down.int8!.scales, neurons, H));
+      k.layerStep(layer, h, new Float32Array(KVH * 4 * HD), new Float32Array(KVH * 4 * HD), 4, 0, cos, sin, neurons, neurons && compactDown(k, down.int8!.values, down.int8!.scales, neurons, H));
       return h;
     };
     assert.deepEqual(run(all), run(null));
@@ -174,6 +175,6 @@ describe('native decoder layer', { skip: kernels === null ? reason : false }, ()
     assert.throws(() => k.layerStep(layer, values(H, 1), cache(), cache(), 2, 2, cos, sin), /cache is full/);
     assert.throws(() => k.layerStep(layer, values(H - 1, 1), cache(), cache(), 2, 0, cos, sin), /h must hold/);
     assert.throws(() => k.layerStep(layer, values(H, 1), cache(), cache(), 2, 0, cos, sin, Int32Array.of(1), null), /neurons need their compactDown/);
-    assert.throws(() => k.layerStep(layer, values(H, 1), cache(), cache(), 2, 0, cos, sin, Int32Array.of(F), k.compactDown(down.int8!.values, down.int8!.scales, Int32Array.of(0), H)), /outside the FFN/);
+    assert.throws(() => k.layerStep(layer, values(H, 1), cache(), cache(), 2, 0, cos, sin, Int32Array.of(F), compactDown(k, down.int8!.values, down.int8!.scales, Int32Array.of(0), H)), /outside the FFN/);
   });
 });

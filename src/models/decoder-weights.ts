@@ -274,7 +274,6 @@ const GROUP_BYTES = 128 * 1024 * 1024;
  */
 export class DecoderWeights {
   private readonly feeds = new Map<number, LayerWeights>();
-  private readonly downs = new Map<number, LayerWeights>();
 
   private constructor(
     private readonly c: TextConfig,
@@ -336,10 +335,11 @@ export class DecoderWeights {
 
   /**
    * Layer `layer`'s down projection alone as int8 feeds (B [ffn, hidden], a neuron a row), read
-   * from the checkpoint on first use: what an int4 model's native core-neuron FFNs are cut from.
+   * from the checkpoint (not kept: the caller keeps what it makes of them): what an int4 model's
+   * native core-neuron FFNs are cut from.
    */
   int8Down(layer: number): LayerWeights {
-    let feeds = this.downs.get(layer) ?? this.feeds.get(layer);
+    let feeds = this.feeds.get(layer);
     if (feeds === undefined) {
       const source = this.reopenSource();
       try {
@@ -348,7 +348,6 @@ export class DecoderWeights {
       } finally {
         source.close();
       }
-      this.downs.set(layer, feeds);
     }
     return feeds;
   }

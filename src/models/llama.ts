@@ -22,8 +22,8 @@ import type { WeightFormat } from '../graph/ops.js';
 import { compactFfn, FfnWorkspace } from './compact-ffn.js';
 import { buildLayerGraph, buildLayerGroupGraph, cacheMask, causalMask, layerGraphKey, type TapRequest } from './decoder-graph.js';
 import { DecoderWeights, type DecoderLoadOptions, type LayerGroup } from './decoder-weights.js';
-import { decodeKernels, nativeFfn, type DecodeKernel, type NativeFfn } from './native-decode.js';
-import type { NativeKernels } from '../native/kernels.js';
+import { decodeKernels, nativeFfn, packedDown, type DecodeKernel, type NativeFfn } from './native-decode.js';
+import type { NativeKernels, PackedWeight } from '../native/kernels.js';
 import { groupPrefix, HEAD, LAYER, STEP } from './decoder-io.js';
 import { KvCache } from './kv-cache.js';
 import { inverseFrequencies, ropeTables } from './rope.js';
@@ -83,6 +83,8 @@ export class LlamaDecoder {
   private readonly sessions: SessionCache;
   private readonly invFreq: Float32Array;
   private readonly workspaces: FfnWorkspace[] = [];
+  /** int4 models' int8 down projections packed for native core-neuron FFNs, made on first use. */
+  private readonly packedDowns = new Map<number, PackedWeight>();
 
   private constructor(
     readonly config: TextConfig,
@@ -220,7 +222,11 @@ export class LlamaDecoder {
    */
   compactFfn(layer: number, neurons: readonly number[]): FfnWeights {
     const nativeLayers = this.weights.nativeLayers;
-    if (this.native !== null && nativeLayers !== null) return nativeFfn(this.native, nativeLayers[layer]!, neurons, () => this.weights.int8Down(layer));
+    if (this.native !== null && nativeLayers !== null) {
+      const native = this.native;
+      const int8Down = () => this.packedDowns.get(layer) ?? this.packedDowns.set(layer, packedDown(native, this.weights.int8Down(layer), this.config.hiddenSize, this.config.intermediateSize)).get(layer)!;
+      return nativeFfn(native, nativeLayers[layer]!, neurons, int8Down);
+    }
     const workspace = (this.workspaces[layer] ??= new FfnWorkspace());
     return compactFfn(this.weights.layerFeeds(layer), neurons, this.config.intermediateSize, this.config.hiddenSize, workspace);
   }

@@ -107,11 +107,14 @@ export function nativeLayer(kernels: NativeKernels, t: Record<string, ort.Tensor
 /**
  * A layer's FFN on `neurons` for native steps: the neurons, and their columns of down, made once
  * per request. int8 cuts them from the layer's own packed down; int4, whose blocks of 32 columns
- * share a scale, from an int8 copy of down (`int8Down`: B [ffn, hidden], a neuron a row).
+ * share a scale, from an int8 copy of down packed the same way (`int8Down`, made on first use).
  */
-export function nativeFfn(kernels: NativeKernels, layer: NativeDecoderLayer, neurons: readonly number[], int8Down: () => Feeds): NativeFfn {
+export function nativeFfn(kernels: NativeKernels, layer: NativeDecoderLayer, neurons: readonly number[], int8Down: () => PackedWeight): NativeFfn {
   const ids = Int32Array.from(neurons);
-  if (layer.down.bits === 8) return { neurons: ids, down: kernels.gatherColumns(layer.down, ids) };
-  const feeds = int8Down();
-  return { neurons: ids, down: kernels.compactDown(feeds[LAYER.downT]!.data as Int8Array, feeds[scaleOf(LAYER.downT)]!.data as Float32Array, ids, layer.down.rows) };
+  return { neurons: ids, down: kernels.gatherColumns(layer.down.bits === 8 ? layer.down : int8Down(), ids) };
+}
+
+/** An int8 down projection's feeds (B [ffn, hidden], a neuron a row) packed for the kernels. */
+export function packedDown(kernels: NativeKernels, feeds: Feeds, hidden: number, ffn: number): PackedWeight {
+  return kernels.packInt8(feeds[LAYER.downT]!.data as Int8Array, feeds[scaleOf(LAYER.downT)]!.data as Float32Array, hidden, ffn);
 }

@@ -13,6 +13,7 @@ interface Addon {
   packInt8(values: Int8Array, rows: number, cols: number): Uint8Array;
   gatherColumns(packed: Uint8Array, rows: number, cols: number, columns: Int32Array): Uint8Array;
   gemv(bits: 8 | 4, out: Float32Array, packed: Uint8Array, scales: Float32Array, x: Float32Array, cols: number, rows: Int32Array | null): void;
+  sumBytes(data: Uint8Array): number;
   setThreads(threads: number): void;
   info(): { path: KernelPath; threads: number };
   forcePath(path: KernelPath): void;
@@ -113,21 +114,19 @@ export class NativeKernels {
     this.addon.attend(q, kCache, vCache, heads, kvHeads, capacity, keys, context);
   }
 
-  /**
-   * The down projection of `neurons` only, from the engine's int8 down weight (B = W^T [ffn,
-   * hidden], a neuron a row, one scale per hidden output): their rows gathered, then packed as a
-   * [hidden, neurons] weight. Made once per request, after prefill.
-   */
-  compactDown(values: Int8Array, scales: Float32Array, neurons: Int32Array, hidden: number): PackedWeight {
-    const rows = new Int8Array(neurons.length * hidden);
-    neurons.forEach((n, j) => rows.set(values.subarray(n * hidden, (n + 1) * hidden), j * hidden));
-    return this.packInt8(rows, scales, hidden, neurons.length);
-  }
-
   /** An int8 weight reduced to `columns` (in that order), packed the same way: no re-quantization. */
   gatherColumns(w: PackedWeight, columns: Int32Array): PackedWeight {
     if (w.bits !== 8) throw new Error('gatherColumns reads int8 weights');
     return { bits: 8, rows: w.rows, cols: columns.length, data: this.addon.gatherColumns(w.data, w.rows, w.cols, columns), scales: w.scales };
+  }
+
+  /**
+   * The sum of `data`'s bytes, read on the pool as the products read their weights, with no
+   * arithmetic to speak of: timed over arrays past the caches, the read bandwidth the products
+   * are held to (bench:kernels).
+   */
+  sumBytes(data: Uint8Array): number {
+    return this.addon.sumBytes(data);
   }
 
   /** out[i] = W[rows ? rows[i] : i] . x, the activations quantized in blocks of 32. */
