@@ -95,27 +95,10 @@ float dotInt4Portable(const uint8_t* w, const float* wscale, const QuantizedX& x
 }
 
 #ifdef CM_X86
-// Lanes 0-7 carry block 2j, lanes 8-15 block 2j + 1 of a 64-value step.
-__attribute__((target("avx512f,avx512bw,avx512vnni"))) inline __m512 pairScale(const float* s) {
-  return _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(s[0]), _mm512_set1_ps(s[1]));
-}
-
-__attribute__((target("avx512f,avx512bw,avx512vnni"))) float dotInt8Vnni(const uint8_t* w, const QuantizedX& x, int kp) {
-  __m512 acc = _mm512_setzero_ps();
-  for (int i = 0; i < kp; i += 64) {
-    const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_loadu_si512(w + i), _mm512_loadu_si512(x.q.data() + i));
-    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), pairScale(x.scale.data() + i / kBlock), acc);
-  }
-  float offset = 0.f;
-  for (int b = 0; b < kp / kBlock; b++) offset += x.scale[b] * static_cast<float>(64 * x.sum[b]);
-  return _mm512_reduce_add_ps(acc) - offset;
-}
-
 // Four rows at once against one activation vector: each 64-value step's activations and block
 // scales (`pairs`: lanes 0-7 the scale of block 2j, lanes 8-15 of block 2j + 1) are loaded once
 // for the four rows, and the +64 offset (`offset`, the same for every row) is taken off at the end.
-// Each row's sum runs in the same order as dotInt8Vnni's, so both give the same bits. `next`: the
-// rows to prefetch.
+// `next`: the rows to prefetch.
 __attribute__((target("avx512f,avx512bw,avx512vnni"))) void dotInt8x4Vnni(const uint8_t* const* w, const uint8_t* const* next, const int8_t* xq, const float* pairs, float offset, int kp, float* out) {
   __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
   for (int i = 0; i < kp; i += 64) {
@@ -166,27 +149,6 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void dotInt4x4Vnni(const 
   }
 }
 
-__attribute__((target("avx512f,avx512bw,avx512vnni"))) float dotInt4Vnni(const uint8_t* w, const float* wscale, const QuantizedX& x, int blocks) {
-  __m512 acc = _mm512_setzero_ps();
-  float offset = 0.f;
-  const __m256i low = _mm256_set1_epi8(0x0f);
-  int b = 0;
-  for (; b + 1 < blocks; b += 2) {
-    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + b * 16));
-    const __m256i lo = _mm256_and_si256(v, low);
-    const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-    // [evens of b, evens of b+1, odds of b, odds of b+1] -> [evens b, odds b, evens b+1, odds b+1]
-    const __m512i u = _mm512_shuffle_i64x2(_mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1), _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1), _MM_SHUFFLE(3, 1, 2, 0));
-    const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, _mm512_loadu_si512(x.q.data() + b * kBlock));
-    const float pair[2] = {wscale[b] * x.scale[b], wscale[b + 1] * x.scale[b + 1]};
-    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), pairScale(pair), acc);
-    offset += pair[0] * static_cast<float>(8 * x.sum[b]) + pair[1] * static_cast<float>(8 * x.sum[b + 1]);
-  }
-  float tail = 0.f;
-  if (b < blocks) tail = int4Blocks(w + b * 16, wscale + b, x.q.data() + b * kBlock, x.scale.data() + b, x.sum.data() + b, 1);
-  return _mm512_reduce_add_ps(acc) - offset + tail;
-}
-
 __attribute__((target("avx2,fma"))) inline float hsum256(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -200,30 +162,41 @@ __attribute__((target("avx2,fma"))) inline __m256i dot32Avx2(const uint8_t* w, c
   return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
 }
 
-__attribute__((target("avx2,fma"))) float dotInt8Avx2(const uint8_t* w, const QuantizedX& x, int kp) {
-  __m256 acc = _mm256_setzero_ps();
-  float offset = 0.f;
+// dotInt8x4Vnni's AVX2 twin: a block of 32 a step.
+__attribute__((target("avx2,fma"))) void dotInt8x4Avx2(const uint8_t* const* w, const uint8_t* const* next, const QuantizedX& x, float offset, int kp, float* out) {
+  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
   for (int b = 0; b < kp / kBlock; b++) {
-    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot32Avx2(w + b * kBlock, x.q.data() + b * kBlock)), _mm256_set1_ps(x.scale[b]), acc);
-    offset += x.scale[b] * static_cast<float>(64 * x.sum[b]);
+    const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q.data() + b * kBlock));
+    const __m256 s = _mm256_broadcast_ss(x.scale.data() + b);
+    for (int r = 0; r < 4; r++) {
+      if (b % 2 == 0) _mm_prefetch(reinterpret_cast<const char*>(next[r] + b * kBlock), _MM_HINT_T0);
+      const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[r] + b * kBlock)), xv), _mm256_set1_epi16(1));
+      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), s, acc[r]);
+    }
   }
-  return hsum256(acc) - offset;
+  for (int r = 0; r < 4; r++) out[r] = hsum256(acc[r]) - offset;
 }
 
-__attribute__((target("avx2,fma"))) float dotInt4Avx2(const uint8_t* w, const float* wscale, const QuantizedX& x, int blocks) {
-  __m256 acc = _mm256_setzero_ps();
-  float offset = 0.f;
+// dotInt4x4Vnni's AVX2 twin: a block a step; each lane takes its block's sum off in integers (the
+// +8 offset over the block's 8 lanes), then scales by weight x activation scale.
+__attribute__((target("avx2,fma"))) void dotInt4x4Avx2(const uint8_t* const* w, const uint8_t* const* next, const float* const* ws, const QuantizedX& x, int blocks, float* out) {
+  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
   const __m128i low = _mm_set1_epi8(0x0f);
   for (int b = 0; b < blocks; b++) {
-    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + b * 16));
-    const __m256i u = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), low), _mm_and_si128(v, low));
-    const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q.data() + b * kBlock))), _mm256_set1_epi16(1));
-    const float s = wscale[b] * x.scale[b];
-    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(s), acc);
-    offset += s * static_cast<float>(8 * x.sum[b]);
+    const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q.data() + b * kBlock));
+    const __m256 xs = _mm256_broadcast_ss(x.scale.data() + b);
+    const __m256i offset = _mm256_set1_epi32(x.sum[b]);
+    for (int r = 0; r < 4; r++) {
+      if (b % 4 == 0) _mm_prefetch(reinterpret_cast<const char*>(next[r] + b * 16), _MM_HINT_T0);
+      const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[r] + b * 16));
+      const __m256i u = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), low), _mm_and_si128(v, low));
+      const __m256i p = _mm256_sub_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(u, xv), _mm256_set1_epi16(1)), offset);
+      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(_mm256_broadcast_ss(ws[r] + b), xs), acc[r]);
+    }
   }
-  return hsum256(acc) - offset;
+  for (int r = 0; r < 4; r++) out[r] = hsum256(acc[r]);
 }
+
 #endif
 
 #if defined(CM_X86) && defined(__unix__)
@@ -250,8 +223,13 @@ bool productComputes() {
   x.q.assign(64, 1);
   x.scale.assign(2, 1.f);
   x.sum.assign(2, 32);
-  const std::vector<uint8_t> w(64, 65);  // weights of 1: the product is 64
-  return (path == Path::Avx512Vnni ? dotInt8Vnni(w.data(), x, 64) : dotInt8Avx2(w.data(), x, 64)) == 64.f;
+  const std::vector<uint8_t> w(64, 65);  // weights of 1: each product is 64
+  const uint8_t* rows[4] = {w.data(), w.data(), w.data(), w.data()};
+  const std::vector<float> pairs(16, 1.f);
+  float dots[4] = {0, 0, 0, 0};
+  if (path == Path::Avx512Vnni) dotInt8x4Vnni(rows, rows, x.q.data(), pairs.data(), 64.f * 64.f, 64, dots);
+  else dotInt8x4Avx2(rows, rows, x, 64.f * 64.f, 64, dots);
+  return dots[0] == 64.f && dots[3] == 64.f;
 }
 
 // Columns 1, 3, 5, ... of 0 .. 63 kept by a byte compress: 1, 3, 5, ...
@@ -295,22 +273,6 @@ const char* pathName(Path p) {
     case Path::Avx2: return "avx2";
     default: return "portable";
   }
-}
-
-float dotInt8(const uint8_t* w, const QuantizedX& x, int kp) {
-#ifdef CM_X86
-  if (gPath == Path::Avx512Vnni) return dotInt8Vnni(w, x, kp);
-  if (gPath == Path::Avx2) return dotInt8Avx2(w, x, kp);
-#endif
-  return dotInt8Portable(w, x, kp);
-}
-
-float dotInt4(const uint8_t* w, const float* wscale, const QuantizedX& x, int blocks) {
-#ifdef CM_X86
-  if (gPath == Path::Avx512Vnni) return dotInt4Vnni(w, wscale, x, blocks);
-  if (gPath == Path::Avx2) return dotInt4Avx2(w, wscale, x, blocks);
-#endif
-  return dotInt4Portable(w, wscale, x, blocks);
 }
 
 // ---- a persistent pool: workers wait for a generation number, take chunks of rows, report done ----
@@ -411,15 +373,91 @@ void parallelFor(int chunks, const std::function<void(int)>& fn) { gPool->run(ch
 // Rows per chunk handed to a thread: enough to amortise the hand-off, few enough to balance.
 constexpr int kRowsPerChunk = 32;
 
-// The four rows after rows i .. i + 3 (the current ones where there are no more): a 4-row kernel
-// prefetches them while it computes, since a row of a few hundred bytes is over before the
-// hardware's prefetchers pick up its stream.
-void aheadOf(const Matrix& m, const int32_t* subset, size_t count, size_t i, size_t rowBytes, const uint8_t** next) {
-  for (int j = 0; j < 4; j++) {
-    const size_t index = i + 4 + j < count ? i + 4 + j : i;
-    next[j] = m.data + (subset != nullptr ? static_cast<size_t>(subset[index]) : index) * rowBytes;
-  }
+// Rows taken four at a time by the 4-row kernels: for each quad, its rows' indices (a short last
+// quad repeats its first row), and the four rows after it (the current ones where there are no
+// more), which the kernel prefetches while it computes, since a row of a few hundred bytes is
+// over before the hardware's prefetchers pick up its stream.
+struct Quad {
+  size_t i, end;
+  size_t r[4];
+  size_t next[4];
+};
+
+template <typename Fn>
+void forQuads(const int32_t* subset, size_t count, Fn fn) {
+  const int chunks = static_cast<int>((count + kRowsPerChunk - 1) / kRowsPerChunk);
+  const auto row = [&](size_t index) { return subset != nullptr ? static_cast<size_t>(subset[index]) : index; };
+  parallelFor(chunks, [&](int chunk) {
+    const size_t begin = static_cast<size_t>(chunk) * kRowsPerChunk, end = std::min(count, begin + kRowsPerChunk);
+    for (size_t i = begin; i < end; i += 4) {
+      Quad quad{i, end, {}, {}};
+      for (int j = 0; j < 4; j++) {
+        quad.r[j] = row(i + j < end ? i + j : i);
+        quad.next[j] = row(i + 4 + j < count ? i + 4 + j : i);
+      }
+      fn(quad);
+    }
+  });
 }
+
+#ifdef CM_X86
+// The int8 product on the 4-row kernels of the AVX-512 or AVX2 path.
+void gemvInt8Quads(const Matrix& m, const QuantizedX& q, int kp, float* out, const int32_t* subset, size_t count) {
+  float offset = 0.f;
+  for (int b = 0; b < kp / kBlock; b++) offset += q.scale[b] * static_cast<float>(64 * q.sum[b]);
+  std::vector<float> pairs;  // AVX-512: each 64-value step's block scales, lanes 0-7 and 8-15
+  if (gPath == Path::Avx512Vnni) {
+    pairs.resize(kp / 4);
+    for (int j = 0; j < kp / 64; j++) {
+      for (int lane = 0; lane < 16; lane++) pairs[j * 16 + lane] = q.scale[2 * j + lane / 8];
+    }
+  }
+  forQuads(subset, count, [&](const Quad& quad) {
+    const uint8_t *rows[4], *next[4];
+    for (int j = 0; j < 4; j++) {
+      rows[j] = m.data + quad.r[j] * kp;
+      next[j] = m.data + quad.next[j] * kp;
+    }
+    float dots[4];
+    if (gPath == Path::Avx512Vnni) dotInt8x4Vnni(rows, next, q.q.data(), pairs.data(), offset, kp, dots);
+    else dotInt8x4Avx2(rows, next, q, offset, kp, dots);
+    for (size_t j = 0; j < 4 && quad.i + j < quad.end; j++) out[quad.i + j] = m.scales[quad.r[j]] * dots[j];
+  });
+}
+
+// The int4 product on the 4-row kernels (q: the activations evensFirst).
+void gemvInt4Quads(const Matrix& m, const QuantizedX& q, int blocks, float* out, const int32_t* subset, size_t count) {
+  // AVX-512: the activations of each group of four blocks as dotInt4x4Vnni reads them, and
+  // per-lane copies of their blocks' scales and offsets.
+  const int groups = gPath == Path::Avx512Vnni ? blocks / 4 : 0;
+  std::vector<int8_t> xg(static_cast<size_t>(groups) * 128);
+  std::vector<float> xs(static_cast<size_t>(groups) * 16);
+  std::vector<int32_t> off(static_cast<size_t>(groups) * 16);
+  for (int g = 0; g < groups; g++) {
+    for (int j = 0; j < 4; j++) {
+      const int8_t* block = q.q.data() + (g * 4 + j) * kBlock;  // evensFirst: 16 evens, then 16 odds
+      std::copy(block, block + 16, xg.begin() + g * 128 + j * 16);
+      std::copy(block + 16, block + 32, xg.begin() + g * 128 + 64 + j * 16);
+      std::fill(xs.begin() + g * 16 + j * 4, xs.begin() + g * 16 + j * 4 + 4, q.scale[g * 4 + j]);
+      std::fill(off.begin() + g * 16 + j * 4, off.begin() + g * 16 + j * 4 + 4, 2 * q.sum[g * 4 + j]);
+    }
+  }
+  const size_t bytes = static_cast<size_t>(blocks) * (kBlock / 2);
+  forQuads(subset, count, [&](const Quad& quad) {
+    const uint8_t *rows[4], *next[4];
+    const float* scales[4];
+    for (int j = 0; j < 4; j++) {
+      rows[j] = m.data + quad.r[j] * bytes;
+      next[j] = m.data + quad.next[j] * bytes;
+      scales[j] = m.scales + quad.r[j] * blocks;
+    }
+    float dots[4];
+    if (gPath == Path::Avx512Vnni) dotInt4x4Vnni(rows, next, scales, xg.data(), xs.data(), off.data(), q, blocks, dots);
+    else dotInt4x4Avx2(rows, next, scales, q, blocks, dots);
+    for (size_t j = 0; j < 4 && quad.i + j < quad.end; j++) out[quad.i + j] = dots[j];
+  });
+}
+#endif
 
 void gemv(const Matrix& m, const float* x, float* out, const int32_t* subset, size_t count) {
   const int kp = padded(m.cols);
@@ -428,75 +466,19 @@ void gemv(const Matrix& m, const float* x, float* out, const int32_t* subset, si
   QuantizedX q;
   quantizeX(x, m.cols, q);
   if (m.bits == 4) evensFirst(q);
-  const int chunks = static_cast<int>((count + kRowsPerChunk - 1) / kRowsPerChunk);
 #ifdef CM_X86
-  if (m.bits == 8 && gPath == Path::Avx512Vnni) {
-    std::vector<float> pairs(kp / 4);
-    for (int j = 0; j < kp / 64; j++) {
-      for (int lane = 0; lane < 16; lane++) pairs[j * 16 + lane] = q.scale[2 * j + lane / 8];
-    }
-    float offset = 0.f;
-    for (int b = 0; b < kp / kBlock; b++) offset += q.scale[b] * static_cast<float>(64 * q.sum[b]);
-    parallelFor(chunks, [&](int chunk) {
-      const size_t begin = static_cast<size_t>(chunk) * kRowsPerChunk, end = std::min(count, begin + kRowsPerChunk);
-      for (size_t i = begin; i < end; i += 4) {
-        const uint8_t* rows[4];
-        size_t r[4];
-        for (int j = 0; j < 4; j++) {
-          r[j] = i + j < end ? (subset != nullptr ? static_cast<size_t>(subset[i + j]) : i + j) : r[0];
-          rows[j] = m.data + r[j] * rowBytes;
-        }
-        const uint8_t* next[4];
-        aheadOf(m, subset, count, i, rowBytes, next);
-        float dots[4];
-        dotInt8x4Vnni(rows, next, q.q.data(), pairs.data(), offset, kp, dots);
-        for (int j = 0; j < 4 && i + j < end; j++) out[i + j] = m.scales[r[j]] * dots[j];
-      }
-    });
-    return;
-  }
-  if (m.bits == 4 && gPath == Path::Avx512Vnni) {
-    // The activations of each group of four blocks as dotInt4x4Vnni reads them, and per-lane
-    // copies of their blocks' scales and offsets.
-    const int groups = blocks / 4;
-    std::vector<int8_t> xg(static_cast<size_t>(groups) * 128);
-    std::vector<float> xs(static_cast<size_t>(groups) * 16);
-    std::vector<int32_t> off(static_cast<size_t>(groups) * 16);
-    for (int g = 0; g < groups; g++) {
-      for (int j = 0; j < 4; j++) {
-        const int8_t* block = q.q.data() + (g * 4 + j) * kBlock;  // evensFirst: 16 evens, then 16 odds
-        std::copy(block, block + 16, xg.begin() + g * 128 + j * 16);
-        std::copy(block + 16, block + 32, xg.begin() + g * 128 + 64 + j * 16);
-        std::fill(xs.begin() + g * 16 + j * 4, xs.begin() + g * 16 + j * 4 + 4, q.scale[g * 4 + j]);
-        std::fill(off.begin() + g * 16 + j * 4, off.begin() + g * 16 + j * 4 + 4, 2 * q.sum[g * 4 + j]);
-      }
-    }
-    parallelFor(chunks, [&](int chunk) {
-      const size_t begin = static_cast<size_t>(chunk) * kRowsPerChunk, end = std::min(count, begin + kRowsPerChunk);
-      for (size_t i = begin; i < end; i += 4) {
-        const uint8_t* rows[4];
-        const float* scales[4];
-        size_t r[4];
-        for (int j = 0; j < 4; j++) {
-          r[j] = i + j < end ? (subset != nullptr ? static_cast<size_t>(subset[i + j]) : i + j) : r[0];
-          rows[j] = m.data + r[j] * rowBytes;
-          scales[j] = m.scales + r[j] * blocks;
-        }
-        const uint8_t* next[4];
-        aheadOf(m, subset, count, i, rowBytes, next);
-        float dots[4];
-        dotInt4x4Vnni(rows, next, scales, xg.data(), xs.data(), off.data(), q, blocks, dots);
-        for (int j = 0; j < 4 && i + j < end; j++) out[i + j] = dots[j];
-      }
-    });
+  if (gPath != Path::Portable) {
+    if (m.bits == 8) gemvInt8Quads(m, q, kp, out, subset, count);
+    else gemvInt4Quads(m, q, blocks, out, subset, count);
     return;
   }
 #endif
+  const int chunks = static_cast<int>((count + kRowsPerChunk - 1) / kRowsPerChunk);
   parallelFor(chunks, [&](int chunk) {
     const size_t end = std::min(count, static_cast<size_t>(chunk + 1) * kRowsPerChunk);
     for (size_t i = static_cast<size_t>(chunk) * kRowsPerChunk; i < end; i++) {
       const size_t r = subset != nullptr ? static_cast<size_t>(subset[i]) : i;
-      out[i] = m.bits == 8 ? m.scales[r] * dotInt8(m.data + r * rowBytes, q, kp) : dotInt4(m.data + r * rowBytes, m.scales + r * blocks, q, blocks);
+      out[i] = m.bits == 8 ? m.scales[r] * dotInt8Portable(m.data + r * rowBytes, q, kp) : dotInt4Portable(m.data + r * rowBytes, m.scales + r * blocks, q, blocks);
     }
   });
 }
