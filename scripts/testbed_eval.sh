@@ -24,7 +24,9 @@ for stage in "${stages[@]}"; do
         --policies dense,corematching,corematching-tokens,fastv,projection,random,pool --out docs/testbed-sweep-layer2 ;;
     sweep8) # token layer 8: the first 8 of 30 layers see every token (pool acts before layer 0 and is in sweep2)
       $cli eval --model $model --data $data/test --sweep --token-layer 8 --budgets knee,16,32,64 \
-        --policies corematching,corematching-tokens,fastv,random --out docs/testbed-sweep-layer8 ;;
+        --policies corematching,corematching-tokens,fastv,random --out docs/testbed-sweep-layer8
+      $cli eval --model $model --data $data/test --sweep --token-layer 8 --budgets knee,16,32,64 \
+        --policies projection --out docs/testbed-sweep-layer8-projection ;;
     weighted) # this project's --match weighted, beside the paper's count (reported where the count loses)
       $cli eval --model $model --data $data/test --sweep --token-layer 2 --budgets knee,16,64 --match weighted \
         --policies corematching-tokens --out docs/testbed-sweep-weighted ;;
