@@ -37,6 +37,17 @@ __attribute__((always_inline)) inline float expNonPositive(float x) {
   return y * twoN;
 }
 
+// p[t] = e^(p[t] - max) for each key; returns their sum (the softmax's denominator).
+__attribute__((always_inline)) inline float exponentiate(float* __restrict p, int keys, float max) {
+  float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
+  for (int t = 0; t < keys; t++) {
+    p[t] = expNonPositive(p[t] - max);
+    sum += p[t];
+  }
+  return sum;
+}
+
 __attribute__((always_inline)) inline void attendBody(const float* __restrict q, const float* __restrict k, const float* __restrict v,
                                                        int keys, int hd, float scale, float* __restrict p, float* __restrict out) {
   float max = -INFINITY;
@@ -48,12 +59,7 @@ __attribute__((always_inline)) inline void attendBody(const float* __restrict q,
     p[t] = s * scale;
     max = std::max(max, p[t]);
   }
-  float sum = 0.f;
-#pragma omp simd reduction(+ : sum)
-  for (int t = 0; t < keys; t++) {
-    p[t] = expNonPositive(p[t] - max);
-    sum += p[t];
-  }
+  const float sum = exponentiate(p, keys, max);
   const float inv = 1.f / sum;
   std::fill(out, out + hd, 0.f);
   for (int t = 0; t < keys; t++) {
@@ -91,12 +97,7 @@ __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma"))) void attendReg
     p[t] = _mm512_reduce_add_ps(a);
     max = std::max(max, p[t]);
   }
-  float sum = 0.f;
-#pragma omp simd reduction(+ : sum)
-  for (int t = 0; t < keys; t++) {
-    p[t] = expNonPositive(p[t] - max);
-    sum += p[t];
-  }
+  const float sum = exponentiate(p, keys, max);
   __m512 even[C], odd[C];
   for (int c = 0; c < C; c++) even[c] = odd[c] = _mm512_setzero_ps();
   int t = 0;
