@@ -224,7 +224,11 @@ export class LlamaDecoder {
     const nativeLayers = this.weights.nativeLayers;
     if (this.native !== null && nativeLayers !== null) {
       const native = this.native;
-      const int8Down = () => this.packedDowns.get(layer) ?? this.packedDowns.set(layer, packedDown(native, this.weights.int8Down(layer), this.config.hiddenSize, this.config.intermediateSize)).get(layer)!;
+      const int8Down = () => {
+        let packed = this.packedDowns.get(layer);
+        if (packed === undefined) this.packedDowns.set(layer, (packed = packedDown(native, this.weights.int8Down(layer), this.config.hiddenSize, this.config.intermediateSize)));
+        return packed;
+      };
       return nativeFfn(native, nativeLayers[layer]!, neurons, int8Down);
     }
     const workspace = (this.workspaces[layer] ??= new FfnWorkspace());
